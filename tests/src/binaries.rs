@@ -30,9 +30,14 @@ impl Binaries {
         let k8s_dir = std::env::var_os(K8S_BIN_ENV)
             .filter(|v| !v.is_empty())
             .map_or_else(default_k8s_bin_dir, PathBuf::from);
-        let kube_apiserver = in_dir(&k8s_dir, "kube-apiserver")?;
+        Self::locate_in(&k8s_dir, need_scheduler)
+    }
+
+    /// Like [`Binaries::locate`] with an explicit Kubernetes binary directory.
+    pub fn locate_in(k8s_dir: &Path, need_scheduler: bool) -> Result<Self> {
+        let kube_apiserver = in_dir(k8s_dir, "kube-apiserver")?;
         let kube_scheduler = if need_scheduler {
-            in_dir(&k8s_dir, "kube-scheduler")?
+            in_dir(k8s_dir, "kube-scheduler")?
         } else {
             k8s_dir.join("kube-scheduler")
         };

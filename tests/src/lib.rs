@@ -26,11 +26,10 @@ mod scheduler;
 mod wait;
 
 pub use binaries::{Binaries, ETCD_BIN_ENV, K8S_BIN_ENV, SETUP_COMMAND, default_k8s_bin_dir};
-pub use control_plane::{Component, ComponentPid, ControlPlane, ControlPlaneBuilder};
+pub use control_plane::{Component, ComponentPid, ControlPlane, ControlPlaneBuilder, KEEP_ENV};
 pub use error::Error;
 pub use nodes::{
-    GpuNodeSpec, NodeTaint, mark_node_ready, remove_not_ready_taint, set_allocatable,
-    set_gpus_allocatable,
+    GpuNodeSpec, mark_node_ready, remove_not_ready_taint, set_allocatable, set_gpus_allocatable,
 };
 pub use objects::{
     GpuPodSpec, create_namespace, create_unique_namespace, pod_node_name, wait_for_pod_bound,
