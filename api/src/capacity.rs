@@ -119,25 +119,66 @@ mod tests {
     use super::*;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn detects_every_convention() {
         let cases: &[(&[(&str, &str)], Option<CapacityType>)] = &[
-            (&[("gpu-autoscaler.io/capacity-type", "spot")], Some(CapacityType::Spot)),
-            (&[("gpu-autoscaler.io/capacity-type", "reserved")], Some(CapacityType::Reserved)),
-            (&[("gpu-autoscaler.io/capacity-type", "on-demand")], Some(CapacityType::OnDemand)),
-            (&[("karpenter.sh/capacity-type", "spot")], Some(CapacityType::Spot)),
-            (&[("karpenter.sh/capacity-type", "on-demand")], Some(CapacityType::OnDemand)),
-            (&[("eks.amazonaws.com/capacityType", "SPOT")], Some(CapacityType::Spot)),
-            (&[("eks.amazonaws.com/capacityType", "ON_DEMAND")], Some(CapacityType::OnDemand)),
-            (&[("cloud.google.com/gke-spot", "true")], Some(CapacityType::Spot)),
-            (&[("cloud.google.com/gke-preemptible", "true")], Some(CapacityType::Spot)),
-            (&[("cloud.google.com/gke-nodepool", "gpu")], Some(CapacityType::OnDemand)),
-            (&[("kubernetes.azure.com/scalesetpriority", "spot")], Some(CapacityType::Spot)),
-            (&[("kubernetes.azure.com/scalesetpriority", "regular")], Some(CapacityType::OnDemand)),
-            (&[("kubernetes.azure.com/agentpool", "gpu")], Some(CapacityType::OnDemand)),
+            (
+                &[("gpu-autoscaler.io/capacity-type", "spot")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("gpu-autoscaler.io/capacity-type", "reserved")],
+                Some(CapacityType::Reserved),
+            ),
+            (
+                &[("gpu-autoscaler.io/capacity-type", "on-demand")],
+                Some(CapacityType::OnDemand),
+            ),
+            (
+                &[("karpenter.sh/capacity-type", "spot")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("karpenter.sh/capacity-type", "on-demand")],
+                Some(CapacityType::OnDemand),
+            ),
+            (
+                &[("eks.amazonaws.com/capacityType", "SPOT")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("eks.amazonaws.com/capacityType", "ON_DEMAND")],
+                Some(CapacityType::OnDemand),
+            ),
+            (
+                &[("cloud.google.com/gke-spot", "true")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("cloud.google.com/gke-preemptible", "true")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("cloud.google.com/gke-nodepool", "gpu")],
+                Some(CapacityType::OnDemand),
+            ),
+            (
+                &[("kubernetes.azure.com/scalesetpriority", "spot")],
+                Some(CapacityType::Spot),
+            ),
+            (
+                &[("kubernetes.azure.com/scalesetpriority", "regular")],
+                Some(CapacityType::OnDemand),
+            ),
+            (
+                &[("kubernetes.azure.com/agentpool", "gpu")],
+                Some(CapacityType::OnDemand),
+            ),
             (&[], None),
             (&[("karpenter.sh/capacity-type", "weird")], None),
         ];

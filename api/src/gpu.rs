@@ -53,7 +53,11 @@ impl GpuResourceNames {
     }
 
     pub fn is_gpu(&self, resource: &str) -> bool {
-        self.exact.iter().any(|e| e == resource) || self.prefixes.iter().any(|p| resource.starts_with(p.as_str()))
+        self.exact.iter().any(|e| e == resource)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| resource.starts_with(p.as_str()))
     }
 }
 
@@ -120,7 +124,9 @@ impl PodRequests {
 
     /// Total GPU devices (whole GPUs and MIG slices alike) the pod needs on one node.
     pub fn gpu_count(&self, names: &GpuResourceNames) -> u32 {
-        self.gpus_by_resource(names).values().fold(0u32, |a, b| a.saturating_add(*b))
+        self.gpus_by_resource(names)
+            .values()
+            .fold(0u32, |a, b| a.saturating_add(*b))
     }
 }
 
@@ -177,14 +183,22 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn q(kv: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
-        Some(kv.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect())
+        Some(
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect(),
+        )
     }
 
     fn container(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
         Container {
             name: "c".into(),
             resources: Some(ResourceRequirements {
-                requests: if requests.is_empty() { None } else { q(requests) },
+                requests: if requests.is_empty() {
+                    None
+                } else {
+                    q(requests)
+                },
                 limits: if limits.is_empty() { None } else { q(limits) },
                 ..Default::default()
             }),
@@ -237,13 +251,19 @@ mod tests {
         // Sidecar 1 GPU, then an init container of 2 that runs beside it (peak 3),
         // then apps of 1 that run beside the sidecar (steady 2). Effective: 3.
         let s = spec(
-            vec![sidecar(&[("nvidia.com/gpu", "1")]), container(&[], &[("nvidia.com/gpu", "2")])],
+            vec![
+                sidecar(&[("nvidia.com/gpu", "1")]),
+                container(&[], &[("nvidia.com/gpu", "2")]),
+            ],
             vec![container(&[], &[("nvidia.com/gpu", "1")])],
         );
         assert_eq!(gpu_count(&s, &names), 3);
         // An init container *before* the sidecar doesn't overlap with it.
         let s = spec(
-            vec![container(&[], &[("nvidia.com/gpu", "2")]), sidecar(&[("nvidia.com/gpu", "1")])],
+            vec![
+                container(&[], &[("nvidia.com/gpu", "2")]),
+                sidecar(&[("nvidia.com/gpu", "1")]),
+            ],
             vec![container(&[], &[("nvidia.com/gpu", "2")])],
         );
         assert_eq!(gpu_count(&s, &names), 3);
@@ -253,12 +273,18 @@ mod tests {
     fn mig_and_amd_count_and_extra_names_are_configurable() {
         let s = spec(
             vec![],
-            vec![container(&[("nvidia.com/mig-1g.10gb", "2")], &[("nvidia.com/mig-1g.10gb", "2")])],
+            vec![container(
+                &[("nvidia.com/mig-1g.10gb", "2")],
+                &[("nvidia.com/mig-1g.10gb", "2")],
+            )],
         );
         assert_eq!(gpu_count(&s, &GpuResourceNames::default()), 2);
         let s = spec(vec![], vec![container(&[], &[("amd.com/gpu", "1")])]);
         assert_eq!(gpu_count(&s, &GpuResourceNames::default()), 1);
-        let s = spec(vec![], vec![container(&[], &[("example.com/vgpu-small", "1")])]);
+        let s = spec(
+            vec![],
+            vec![container(&[], &[("example.com/vgpu-small", "1")])],
+        );
         assert_eq!(gpu_count(&s, &GpuResourceNames::default()), 0);
         let names = GpuResourceNames::default().with_extra(["example.com/vgpu-*"]);
         assert_eq!(gpu_count(&s, &names), 1);
@@ -266,7 +292,13 @@ mod tests {
 
     #[test]
     fn no_resources_is_not_a_gpu_pod() {
-        let s = spec(vec![], vec![Container { name: "c".into(), ..Default::default() }]);
+        let s = spec(
+            vec![],
+            vec![Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
+        );
         assert!(!is_gpu_pod(&s, &GpuResourceNames::default()));
         let s = spec(vec![], vec![container(&[("cpu", "2")], &[])]);
         assert!(!is_gpu_pod(&s, &GpuResourceNames::default()));
@@ -274,7 +306,13 @@ mod tests {
 
     #[test]
     fn requests_override_limits_and_overhead_is_added() {
-        let mut s = spec(vec![], vec![container(&[("cpu", "500m")], &[("cpu", "2"), ("memory", "1Gi")])]);
+        let mut s = spec(
+            vec![],
+            vec![container(
+                &[("cpu", "500m")],
+                &[("cpu", "2"), ("memory", "1Gi")],
+            )],
+        );
         s.overhead = q(&[("cpu", "250m")]);
         let r = PodRequests::of(&s);
         assert!((r.cpu() - 0.75).abs() < 1e-9);

@@ -14,7 +14,8 @@ pub const LABEL_CAPACITY_TYPE: &str = "gpu-autoscaler.io/capacity-type";
 /// Node label: the AutoscalingPolicy node pool the node belongs to.
 pub const LABEL_NODE_POOL: &str = "gpu-autoscaler.io/node-pool";
 /// Node annotation `"true"`: the cloud announced that this spot node will be reclaimed.
-pub const ANNOTATION_SPOT_INTERRUPTION_WARNING: &str = "gpu-autoscaler.io/spot-interruption-warning";
+pub const ANNOTATION_SPOT_INTERRUPTION_WARNING: &str =
+    "gpu-autoscaler.io/spot-interruption-warning";
 /// Node annotation: RFC 3339 time at which the cloud reclaims the node.
 pub const ANNOTATION_SPOT_TERMINATION_TIME: &str = "gpu-autoscaler.io/spot-termination-time";
 

@@ -32,6 +32,8 @@ pub enum ProviderKind {
 }
 
 /// Desired state of GPU autoscaling for the cluster.
+// Each printcolumn(...) repeats `type_ = "integer"`; clippy mistakes that for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "gpu-autoscaler.io",
@@ -45,13 +47,41 @@ pub enum ProviderKind {
     doc = "GPU node autoscaling policy: thresholds, limits, capacity tiers, node pools and prediction.",
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
-    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.currentNodes.total"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredNodes.total"),
-    printcolumn(name = "Spot", type_ = "integer", json_path = ".status.currentNodes.spot"),
-    printcolumn(name = "GPU-Util", type_ = "number", json_path = ".status.averageGpuUtilization"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pendingGpuPods"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.currentNodes.total"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredNodes.total"
+    ),
+    printcolumn(
+        name = "Spot",
+        type_ = "integer",
+        json_path = ".status.currentNodes.spot"
+    ),
+    printcolumn(
+        name = "GPU-Util",
+        type_ = "number",
+        json_path = ".status.averageGpuUtilization"
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.pendingGpuPods"
+    ),
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingPolicySpec {
@@ -257,8 +287,10 @@ pub struct NodePool {
 #[serde(rename_all = "camelCase")]
 pub struct PoolTaint {
     pub key: String,
-    #[serde(default)]
-    pub value: String,
+    // Optional rather than defaulted to "": an empty-string schema default is mis-read as
+    // null by the json-iterator build in our 1.20 test apiserver, which then rejects the CRD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     pub effect: TaintEffect,
 }
 
@@ -451,10 +483,11 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
+    /// CamelCase machine-readable reason (optional for the same reason as `PoolTaint::value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub last_transition_time: Option<DateTime<Utc>>,
@@ -588,7 +621,10 @@ spec:
         let p: AutoscalingPolicy = serde_yaml::from_str(REFERENCE_EXAMPLE).unwrap();
         assert_eq!(p.spec.provider, Some(ProviderKind::Aws));
         assert_eq!(p.spec.node_pools[0].capacity_type, CapacityType::Spot);
-        assert_eq!(p.spec.node_pools[0].instance_types, vec!["p3.2xlarge", "p3.8xlarge"]);
+        assert_eq!(
+            p.spec.node_pools[0].instance_types,
+            vec!["p3.2xlarge", "p3.8xlarge"]
+        );
         assert_eq!(p.spec.multi_tier, MultiTier::default());
         assert_eq!(p.spec.predictive.lookback_days, 7);
         assert_eq!(p.spec.underutilized_duration_seconds, 600);
@@ -606,7 +642,9 @@ spec:
         assert_eq!(s.pending_pod_timeout_seconds, 120);
         assert_eq!((s.min_nodes, s.max_nodes), (0, 100));
         assert_eq!(s.spot_instance_percentage, 0.6);
-        assert!(s.enable_spot_instances && s.enable_multi_tier_scaling && !s.enable_predictive_scaling);
+        assert!(
+            s.enable_spot_instances && s.enable_multi_tier_scaling && !s.enable_predictive_scaling
+        );
         assert_eq!(s.predictive.confidence_threshold, 0.7);
         assert_eq!(s.predictive.pre_warm_threshold, 0.7);
         assert_eq!(s.predictive.horizon_minutes, 30);
@@ -620,19 +658,44 @@ spec:
         assert_eq!(crd.spec.names.short_names, Some(vec!["asp".to_string()]));
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-        let cols: Vec<_> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert!(cols.contains(&"Nodes") && cols.contains(&"Valid"), "{cols:?}");
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(
+            cols.contains(&"Nodes") && cols.contains(&"Valid"),
+            "{cols:?}"
+        );
         let schema = serde_json::to_string(&v.schema).unwrap();
-        assert!(schema.contains("\"maximum\":1.0"), "thresholds must be bounded");
-        assert!(schema.contains("\"on-demand\""), "capacity types must be an enum");
-        assert!(schema.contains("\"default\":0.8"), "defaults must be in the schema");
+        assert!(
+            schema.contains("\"maximum\":1.0"),
+            "thresholds must be bounded"
+        );
+        assert!(
+            schema.contains("\"on-demand\""),
+            "capacity types must be an enum"
+        );
+        assert!(
+            schema.contains("\"default\":0.8"),
+            "defaults must be in the schema"
+        );
     }
 
     #[test]
     fn crd_yaml_is_valid_yaml_equal_to_the_crd() {
         let yaml = crd_yaml();
         let parsed: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
-        assert_eq!(parsed, serde_json::to_value(AutoscalingPolicy::crd()).unwrap());
+        assert_eq!(
+            parsed,
+            serde_json::to_value(AutoscalingPolicy::crd()).unwrap()
+        );
     }
 }

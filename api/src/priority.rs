@@ -47,24 +47,34 @@ impl fmt::Display for EvictionPriority {
 /// A rejected pod-level value, worded for the person who wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
-    #[error("annotation {key}: {value:?} is not a valid eviction priority; allowed values: low, medium, high")]
+    #[error(
+        "annotation {key}: {value:?} is not a valid eviction priority; allowed values: low, medium, high"
+    )]
     EvictionPriority { key: &'static str, value: String },
-    #[error("annotation {key}: must list at least one capacity type (allowed: reserved, on-demand, spot), most preferred first, comma-separated")]
+    #[error(
+        "annotation {key}: must list at least one capacity type (allowed: reserved, on-demand, spot), most preferred first, comma-separated"
+    )]
     EmptyTierPreference { key: &'static str },
-    #[error("annotation {key}: {value:?} at position {position} is not a capacity type; allowed values: reserved, on-demand, spot")]
+    #[error(
+        "annotation {key}: {value:?} at position {position} is not a capacity type; allowed values: reserved, on-demand, spot"
+    )]
     UnknownTier {
         key: &'static str,
         value: String,
         position: usize,
     },
-    #[error("annotation {key}: {value:?} is listed twice (positions {first} and {second}); list each capacity type at most once")]
+    #[error(
+        "annotation {key}: {value:?} is listed twice (positions {first} and {second}); list each capacity type at most once"
+    )]
     DuplicateTier {
         key: &'static str,
         value: String,
         first: usize,
         second: usize,
     },
-    #[error("label {key}: {value:?} is not a known workload type; allowed values: training, inference, serving, development, batch")]
+    #[error(
+        "label {key}: {value:?} is not a known workload type; allowed values: training, inference, serving, development, batch"
+    )]
     WorkloadType { key: &'static str, value: String },
 }
 
@@ -213,7 +223,10 @@ mod tests {
         assert_eq!(" high ".parse(), Ok(EvictionPriority::High));
         assert!(EvictionPriority::Low < EvictionPriority::Medium);
         assert!(EvictionPriority::Medium < EvictionPriority::High);
-        let err = "urgent".parse::<EvictionPriority>().unwrap_err().to_string();
+        let err = "urgent"
+            .parse::<EvictionPriority>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gpu-autoscaler.io/eviction-priority"), "{err}");
         assert!(err.contains("\"urgent\""), "{err}");
         assert!(err.contains("low, medium, high"), "{err}");
@@ -234,11 +247,20 @@ mod tests {
     fn tier_preference_errors_are_precise() {
         let e = "".parse::<TierPreference>().unwrap_err().to_string();
         assert!(e.contains("at least one capacity type"), "{e}");
-        let e = "spot,cheap".parse::<TierPreference>().unwrap_err().to_string();
+        let e = "spot,cheap"
+            .parse::<TierPreference>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"cheap\" at position 2"), "{e}");
-        let e = "spot,on-demand,spot".parse::<TierPreference>().unwrap_err().to_string();
+        let e = "spot,on-demand,spot"
+            .parse::<TierPreference>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("positions 1 and 3"), "{e}");
-        let e = "spot,,on-demand".parse::<TierPreference>().unwrap_err().to_string();
+        let e = "spot,,on-demand"
+            .parse::<TierPreference>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"\" at position 2"), "{e}");
         assert!(e.contains("gpu-autoscaler.io/tier-preference"), "{e}");
     }

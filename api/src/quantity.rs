@@ -5,7 +5,9 @@
 //! suffix grammar is accepted.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid quantity {0:?}: expected a number with an optional suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent like 1e3)")]
+#[error(
+    "invalid quantity {0:?}: expected a number with an optional suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent like 1e3)"
+)]
 pub struct QuantityError(pub String);
 
 /// Parses a quantity into base units (cores for CPU, bytes for memory, devices for GPUs).
@@ -69,7 +71,10 @@ mod tests {
         ];
         for (s, want) in cases {
             let got = parse(s).unwrap();
-            assert!((got - want).abs() < 1e-9 * want.max(1.0), "{s}: {got} != {want}");
+            assert!(
+                (got - want).abs() < 1e-9 * want.max(1.0),
+                "{s}: {got} != {want}"
+            );
         }
     }
 

@@ -57,12 +57,30 @@ pub fn validate(spec: &AutoscalingPolicySpec) -> Result<(), ValidationErrors> {
         ("spec.scaleUpThreshold", spec.scale_up_threshold),
         ("spec.scaleDownThreshold", spec.scale_down_threshold),
         ("spec.spotInstancePercentage", spec.spot_instance_percentage),
-        ("spec.multiTier.spotPercentage", spec.multi_tier.spot_percentage),
-        ("spec.multiTier.onDemandPercentage", spec.multi_tier.on_demand_percentage),
-        ("spec.multiTier.reservedPercentage", spec.multi_tier.reserved_percentage),
-        ("spec.spot.interruptionRateThreshold", spec.spot.interruption_rate_threshold),
-        ("spec.predictive.confidenceThreshold", spec.predictive.confidence_threshold),
-        ("spec.predictive.preWarmThreshold", spec.predictive.pre_warm_threshold),
+        (
+            "spec.multiTier.spotPercentage",
+            spec.multi_tier.spot_percentage,
+        ),
+        (
+            "spec.multiTier.onDemandPercentage",
+            spec.multi_tier.on_demand_percentage,
+        ),
+        (
+            "spec.multiTier.reservedPercentage",
+            spec.multi_tier.reserved_percentage,
+        ),
+        (
+            "spec.spot.interruptionRateThreshold",
+            spec.spot.interruption_rate_threshold,
+        ),
+        (
+            "spec.predictive.confidenceThreshold",
+            spec.predictive.confidence_threshold,
+        ),
+        (
+            "spec.predictive.preWarmThreshold",
+            spec.predictive.pre_warm_threshold,
+        ),
     ] {
         if !(0.0..=1.0).contains(&v) {
             push(path, format!("must be between 0 and 1, got {v}"));
@@ -71,7 +89,10 @@ pub fn validate(spec: &AutoscalingPolicySpec) -> Result<(), ValidationErrors> {
     if !(1..=28).contains(&spec.predictive.lookback_days) {
         push(
             "spec.predictive.lookbackDays",
-            format!("must be between 1 and 28, got {}", spec.predictive.lookback_days),
+            format!(
+                "must be between 1 and 28, got {}",
+                spec.predictive.lookback_days
+            ),
         );
     }
 
@@ -147,7 +168,10 @@ pub fn validate(spec: &AutoscalingPolicySpec) -> Result<(), ValidationErrors> {
         let mut types_seen = BTreeMap::new();
         for (j, t) in pool.instance_types.iter().enumerate() {
             if t.trim().is_empty() {
-                push(&format!("{at}.instanceTypes[{j}]"), "must not be empty".to_string());
+                push(
+                    &format!("{at}.instanceTypes[{j}]"),
+                    "must not be empty".to_string(),
+                );
             } else if let Some(k) = types_seen.insert(t.as_str(), j) {
                 push(
                     &format!("{at}.instanceTypes[{j}]"),
@@ -158,7 +182,10 @@ pub fn validate(spec: &AutoscalingPolicySpec) -> Result<(), ValidationErrors> {
         if let Some(p) = pool.spot_percentage
             && !(0.0..=1.0).contains(&p)
         {
-            push(&format!("{at}.spotPercentage"), format!("must be between 0 and 1, got {p}"));
+            push(
+                &format!("{at}.spotPercentage"),
+                format!("must be between 0 and 1, got {p}"),
+            );
         }
         min_sum += u64::from(pool.min_size);
     }
@@ -178,11 +205,17 @@ pub fn validate(spec: &AutoscalingPolicySpec) -> Result<(), ValidationErrors> {
             if !pool_names.contains(&pool.as_str()) {
                 push(
                     &format!("spec.{field}[{pool}]"),
-                    format!("names no pool in spec.nodePools (known: {})", pool_names.join(", ")),
+                    format!(
+                        "names no pool in spec.nodePools (known: {})",
+                        pool_names.join(", ")
+                    ),
                 );
             }
             if group.trim().is_empty() {
-                push(&format!("spec.{field}[{pool}]"), "group name must not be empty".to_string());
+                push(
+                    &format!("spec.{field}[{pool}]"),
+                    "group name must not be empty".to_string(),
+                );
             }
         }
     };
@@ -224,7 +257,9 @@ fn check_label_value(v: &str) -> Result<(), &'static str> {
     if ok_inner && ends_ok {
         Ok(())
     } else {
-        Err("is not a valid label value (alphanumerics, '-', '_' and '.', starting and ending alphanumeric)")
+        Err(
+            "is not a valid label value (alphanumerics, '-', '_' and '.', starting and ending alphanumeric)",
+        )
     }
 }
 
@@ -270,7 +305,11 @@ mod tests {
             ..Default::default()
         };
         let m = messages(&spec);
-        assert!(m.iter().any(|m| m == "spec.minNodes: must not exceed spec.maxNodes (5 > 3)"), "{m:?}");
+        assert!(
+            m.iter()
+                .any(|m| m == "spec.minNodes: must not exceed spec.maxNodes (5 > 3)"),
+            "{m:?}"
+        );
     }
 
     #[test]
@@ -282,7 +321,9 @@ mod tests {
         let m = messages(&spec);
         assert_eq!(
             m,
-            vec!["spec.nodePools[2].name: duplicate pool name \"a\", already used by spec.nodePools[0]"]
+            vec![
+                "spec.nodePools[2].name: duplicate pool name \"a\", already used by spec.nodePools[0]"
+            ]
         );
     }
 
@@ -293,7 +334,9 @@ mod tests {
         let m = messages(&spec);
         assert_eq!(
             m,
-            vec!["spec.multiTier: spotPercentage + onDemandPercentage + reservedPercentage must sum to 1, got 0.6 + 0.35 + 0.1 = 1.05"]
+            vec![
+                "spec.multiTier: spotPercentage + onDemandPercentage + reservedPercentage must sum to 1, got 0.6 + 0.35 + 0.1 = 1.05"
+            ]
         );
         // Float noise like 0.6 + 0.3 + 0.1 is fine.
         spec.multi_tier.on_demand_percentage = 0.3;
@@ -319,11 +362,28 @@ mod tests {
             ..Default::default()
         };
         let m = messages(&spec).join("\n");
-        assert!(m.contains("spec.nodePools[0].name: \"Bad Name\" is not a valid label value"), "{m}");
-        assert!(m.contains("spec.nodePools[0].minSize: must not exceed maxSize (6 > 5)"), "{m}");
-        assert!(m.contains("spec.nodePools[0].instanceTypes[1]: duplicate instance type \"g5.xlarge\""), "{m}");
-        assert!(m.contains("spec.nodePools: the pools' minSize values add up to 6, more than spec.maxNodes (4)"), "{m}");
-        assert!(m.contains("spec.aws.autoScalingGroups[ghost]: names no pool"), "{m}");
+        assert!(
+            m.contains("spec.nodePools[0].name: \"Bad Name\" is not a valid label value"),
+            "{m}"
+        );
+        assert!(
+            m.contains("spec.nodePools[0].minSize: must not exceed maxSize (6 > 5)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("spec.nodePools[0].instanceTypes[1]: duplicate instance type \"g5.xlarge\""),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "spec.nodePools: the pools' minSize values add up to 6, more than spec.maxNodes (4)"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("spec.aws.autoScalingGroups[ghost]: names no pool"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -334,13 +394,19 @@ mod tests {
             ..Default::default()
         };
         let m = messages(&spec).join("\n");
-        assert!(m.contains("spec.scaleUpThreshold: must be between 0 and 1, got 1.5"), "{m}");
+        assert!(
+            m.contains("spec.scaleUpThreshold: must be between 0 and 1, got 1.5"),
+            "{m}"
+        );
         let spec = AutoscalingPolicySpec {
             scale_up_threshold: 0.5,
             scale_down_threshold: 0.6,
             ..Default::default()
         };
         let m = messages(&spec).join("\n");
-        assert!(m.contains("spec.scaleDownThreshold: must be lower than spec.scaleUpThreshold"), "{m}");
+        assert!(
+            m.contains("spec.scaleDownThreshold: must be lower than spec.scaleUpThreshold"),
+            "{m}"
+        );
     }
 }
