@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn detects_every_convention() {
-        let cases: &[(&[(&str, &str)], Option<CapacityType>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<CapacityType>);
+        let cases: &[Case] = &[
             (
                 &[("gpu-autoscaler.io/capacity-type", "spot")],
                 Some(CapacityType::Spot),

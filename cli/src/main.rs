@@ -1,13 +1,20 @@
 //! `gpu-autoscaler`: one binary, one subcommand per component. Each subcommand lives in its
 //! own module and owns its flags; this file only parses, sets up logging and dispatches.
 
+mod certs;
 mod crd;
+mod extender;
 mod logging;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gpu-autoscaler", version, about = "GPU-aware node autoscaling for Kubernetes")]
+#[command(
+    name = "gpu-autoscaler",
+    version,
+    about = "GPU-aware node autoscaling for Kubernetes"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -18,8 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate webhook certificates; optionally keep the TLS Secret and caBundle up to date.
+    Certs(certs::CertsArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd(crd::CrdArgs),
+    /// kube-scheduler extender: capacity-type filtering, reclaim avoidance and GPU bin packing.
+    Extender(extender::ExtenderArgs),
+    /// Mutating admission webhook: eviction priority, tier preference, toleration and affinity for GPU pods.
+    Webhook(webhook::WebhookArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,10 +40,15 @@ fn main() -> anyhow::Result<()> {
     logging::init(&cli.log_format);
     // rustls needs one process-wide crypto provider; we standardise on aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
+            Command::Certs(args) => certs::run(args).await,
             Command::Crd(args) => crd::run(args),
+            Command::Extender(args) => extender::run(args).await,
+            Command::Webhook(args) => webhook::run(args).await,
         }
     })
 }

@@ -9,9 +9,12 @@
 //! linearly interpolated between bin centres. Two point designs are available and were chosen
 //! between by backtest (see `docs/predictor.md`):
 //!
-//! * [`Design::SeasonalLevel`]: `ŷ(t+h) = S(t+h) + φ^k · r̄(t)`, where `r̄` is an exponentially
-//!   smoothed residual `y − S` (the "level correction"; `φ = 1` keeps today's offset from the
-//!   usual pattern, `φ < 1` decays it back to the profile over `k` steps).
+//! * [`Design::SeasonalLevel`]: `ŷ(t+h) = L(t) + w · (S(t+h) − S(t))`: the recent level `L`
+//!   (exponentially smoothed demand) moved by the seasonal change expected over the horizon.
+//!   The blend weight `w` is fixed or, by default, learned online as the least-squares slope of
+//!   the realised change `y(t+h) − L(t)` on the predicted seasonal change (exponentially
+//!   forgotten over the error window, clamped to 0..1): close to 1 when the pattern repeats,
+//!   close to 0 when the profile has no predictive value and the level alone is better.
 //! * [`Design::HoltWinters`]: additive Holt-Winters with a damped trend and one seasonal term per
 //!   bin.
 //!
@@ -93,13 +96,13 @@ pub enum Center {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Design {
-    /// Seasonal profile plus a smoothed, optionally decaying residual.
+    /// Recent level plus the weighted seasonal change over the horizon.
     SeasonalLevel {
         center: Center,
-        /// Smoothing of the residual and of the fallback level, in (0, 1].
+        /// Smoothing of the level, in (0, 1] (1 = last value).
         alpha: f64,
-        /// Per-step persistence of the residual, in [0, 1].
-        phi: f64,
+        /// Seasonal blend weight in [0, 1]; `None` learns it online.
+        weight: Option<f64>,
     },
     /// Additive Holt-Winters with a damped trend.
     HoltWinters {
@@ -142,12 +145,12 @@ impl Default for ModelConfig {
             step_minutes: 5,
             season: Season::Weekly,
             lookback_days: 7,
-            bin_minutes: 60,
+            bin_minutes: 15,
             horizon_minutes: 30,
             design: Design::SeasonalLevel {
                 center: Center::Median,
-                alpha: 0.5,
-                phi: 1.0,
+                alpha: 0.6,
+                weight: None,
             },
             interval_level: 0.8,
             tolerance_fraction: 0.1,
@@ -231,9 +234,11 @@ impl ModelConfig {
             ));
         }
         match self.design {
-            Design::SeasonalLevel { alpha, phi, .. } => {
+            Design::SeasonalLevel { alpha, weight, .. } => {
                 unit("alpha", alpha, true)?;
-                unit("phi", phi, false)?;
+                if let Some(w) = weight {
+                    unit("weight", w, false)?;
+                }
             }
             Design::HoltWinters {
                 alpha,
@@ -335,8 +340,8 @@ struct Period {
 /// the confidence. Also used by the baselines so they are judged by the same rules.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ErrorTracker {
-    /// (target minute, forecast mean) not yet resolved.
-    pending: VecDeque<(i64, f32)>,
+    /// (target minute, forecast mean, level at issue, seasonal change) not yet resolved.
+    pending: VecDeque<(i64, f32, f32, f32)>,
     /// actual − forecast, most recent last.
     #[serde(serialize_with = "compact::deque")]
     errors: VecDeque<f32>,
@@ -346,21 +351,30 @@ pub struct ErrorTracker {
 }
 
 impl ErrorTracker {
-    fn expect(&mut self, target: i64, mean: f64) {
-        if self.pending.back().is_some_and(|(t, _)| *t >= target) {
+    fn expect(&mut self, target: i64, mean: f64, level: f64, delta: f64) {
+        if self.pending.back().is_some_and(|p| p.0 >= target) {
             return;
         }
-        self.pending.push_back((target, mean as f32));
+        self.pending
+            .push_back((target, mean as f32, level as f32, delta as f32));
     }
 
-    fn resolve(&mut self, cfg: &ModelConfig, t: i64, actual: f64) {
+    /// Score the pending forecasts for `t`; `learn(level, delta, actual)` sees each one.
+    fn resolve(
+        &mut self,
+        cfg: &ModelConfig,
+        t: i64,
+        actual: f64,
+        learn: &mut dyn FnMut(f64, f64, f64),
+    ) {
         let half = i64::from(cfg.step_minutes) / 2;
-        while let Some(&(target, mean)) = self.pending.front() {
+        while let Some(&(target, mean, level, delta)) = self.pending.front() {
             if target < t - half {
                 // Its actual never arrived (a gap): nothing to learn from.
                 self.pending.pop_front();
             } else if target <= t + half {
                 self.pending.pop_front();
+                learn(f64::from(level), f64::from(delta), actual);
                 let err = actual - f64::from(mean);
                 self.errors.push_back(err as f32);
                 self.hits
@@ -550,7 +564,9 @@ pub struct ModelState {
     last_value: Option<f64>,
     level: Option<f64>,
     trend: f64,
-    resid: Option<f64>,
+    /// Exponentially forgotten sums for the learned seasonal weight.
+    w_xy: f64,
+    w_xx: f64,
     #[serde(default, serialize_with = "compact::opt")]
     hw_season: Vec<Option<f32>>,
     periods: VecDeque<Period>,
@@ -596,7 +612,8 @@ impl Forecaster {
                 last_value: None,
                 level: None,
                 trend: 0.0,
-                resid: None,
+                w_xy: 0.0,
+                w_xx: 0.0,
                 hw_season,
                 periods: VecDeque::new(),
                 tracker: ErrorTracker::default(),
@@ -638,7 +655,11 @@ impl Forecaster {
             return corrupt("error window larger than configured");
         }
         let finite = |x: Option<f64>| x.is_none_or(f64::is_finite);
-        if !finite(state.level) || !finite(state.resid) || !state.trend.is_finite() {
+        if !finite(state.level)
+            || !state.trend.is_finite()
+            || !state.w_xy.is_finite()
+            || !(state.w_xx.is_finite() && state.w_xx >= 0.0)
+        {
             return corrupt("non-finite level");
         }
         Ok(Self { s: state })
@@ -771,6 +792,42 @@ impl Forecaster {
         }
     }
 
+    /// Seasonal blend weight in use.
+    pub fn seasonal_weight(&self) -> f64 {
+        match self.s.config.design {
+            Design::SeasonalLevel {
+                weight: Some(w), ..
+            } => w,
+            // Ridge of 1 GPU² keeps the slope near 0 until seasonal changes have been seen.
+            _ => (self.s.w_xy / (self.s.w_xx + 1.0)).clamp(0.0, 1.0),
+        }
+    }
+
+    /// Seasonal change from the latest observation to `target` (0 without a profile).
+    fn seasonal_delta(&self, target: i64) -> f64 {
+        let Some(last) = self.s.last_minute else {
+            return 0.0;
+        };
+        match (self.season_at(target).0, self.season_at(last).0) {
+            (Some(a), Some(b)) => a - b,
+            _ => 0.0,
+        }
+    }
+
+    /// Point forecast for minute `target` from the current state, with the level and the
+    /// seasonal change it was built from.
+    fn point_parts(&self, target: i64) -> (f64, f64, f64) {
+        let s = &self.s;
+        let fallback = s.level.or(s.last_value).unwrap_or(0.0);
+        match s.config.design {
+            Design::SeasonalLevel { .. } => {
+                let delta = self.seasonal_delta(target);
+                (fallback + self.seasonal_weight() * delta, fallback, delta)
+            }
+            Design::HoltWinters { .. } => (self.point(target), fallback, 0.0),
+        }
+    }
+
     /// Point forecast for minute `target` from the current state.
     fn point(&self, target: i64) -> f64 {
         let s = &self.s;
@@ -779,10 +836,7 @@ impl Forecaster {
         let k = ((target - last) as f64 / step as f64).max(0.0);
         let fallback = s.level.or(s.last_value).unwrap_or(0.0);
         match s.config.design {
-            Design::SeasonalLevel { phi, .. } => match (self.season_at(target).0, s.resid) {
-                (Some(season), Some(r)) => season + phi.powf(k) * r,
-                _ => fallback,
-            },
+            Design::SeasonalLevel { .. } => self.point_parts(target).0,
             Design::HoltWinters { phi, .. } => {
                 let Some(level) = s.level else {
                     return fallback;
@@ -801,19 +855,9 @@ impl Forecaster {
     fn update_design(&mut self, t: i64, v: f64, gap_steps: f64) {
         let design = self.s.config.design;
         match design {
-            Design::SeasonalLevel { alpha, phi, .. } => {
-                let season = self.season_at(t).0;
+            Design::SeasonalLevel { alpha, .. } => {
                 let s = &mut self.s;
-                if let Some(r) = s.resid.as_mut()
-                    && gap_steps > 1.0
-                {
-                    *r *= phi.powf(gap_steps - 1.0);
-                }
                 s.level = Some(s.level.map_or(v, |l| alpha * v + (1.0 - alpha) * l));
-                if let Some(season) = season {
-                    let r = v - season;
-                    s.resid = Some(s.resid.map_or(r, |p| alpha * r + (1.0 - alpha) * p));
-                }
             }
             Design::HoltWinters {
                 alpha,
@@ -864,15 +908,23 @@ impl Forecaster {
             return;
         }
         let cfg = self.s.config.clone();
-        self.s.tracker.resolve(&cfg, t, value);
+        let forget = 1.0 - 1.0 / f64::from(cfg.error_window);
+        let (mut xy, mut xx) = (self.s.w_xy, self.s.w_xx);
+        self.s
+            .tracker
+            .resolve(&cfg, t, value, &mut |level, delta, actual| {
+                xy = forget * xy + delta * (actual - level);
+                xx = forget * xx + delta * delta;
+            });
+        (self.s.w_xy, self.s.w_xx) = (xy, xx);
         let step = f64::from(cfg.step_minutes);
         let gap_steps = last.map_or(1.0, |l| (t - l) as f64 / step);
         self.update_design(t, value, gap_steps);
         self.s.last_minute = Some(t);
         self.s.last_value = Some(value);
         let target = t + i64::from(cfg.horizon_minutes);
-        let mean = self.point(target);
-        self.s.tracker.expect(target, mean);
+        let (mean, level, delta) = self.point_parts(target);
+        self.s.tracker.expect(target, mean, level, delta);
     }
 
     /// Forecast demand at `now + horizon`. Confidence is 0 when the latest observation is more
@@ -997,7 +1049,7 @@ impl Predictor for Baseline {
         if !value.is_finite() || self.history.back().is_some_and(|(l, _)| t <= *l) {
             return;
         }
-        self.tracker.resolve(&self.cfg, t, value);
+        self.tracker.resolve(&self.cfg, t, value, &mut |_, _, _| {});
         self.history.push_back((t, value));
         let keep = self.cfg.season.period_minutes() + 2 * i64::from(self.cfg.horizon_minutes);
         while self.history.front().is_some_and(|(f, _)| *f < t - keep) {
@@ -1005,7 +1057,7 @@ impl Predictor for Baseline {
         }
         let target = t + i64::from(self.cfg.horizon_minutes);
         let mean = self.point(target);
-        self.tracker.expect(target, mean);
+        self.tracker.expect(target, mean, mean, 0.0);
     }
 
     fn forecast(&self, now: NaiveDateTime, horizon: Duration) -> Forecast {
@@ -1025,5 +1077,109 @@ impl Predictor for Baseline {
             1.0,
             stale,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t0() -> NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn config_validation_rejects_bad_values() {
+        let ok = ModelConfig::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            ModelConfig { lookback_days: 10, ..ok.clone() },
+            ModelConfig { bin_minutes: 7, ..ok.clone() },
+            ModelConfig { bin_minutes: 50, ..ok.clone() },
+            ModelConfig { interval_level: 1.0, ..ok.clone() },
+            ModelConfig { error_window: MAX_ERROR_WINDOW + 1, ..ok.clone() },
+            ModelConfig { step_minutes: 0, ..ok.clone() },
+            ModelConfig {
+                design: Design::SeasonalLevel { center: Center::Median, alpha: 0.0, weight: None },
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} accepted");
+        }
+        let daily = ModelConfig { season: Season::Daily, lookback_days: 3, ..ok };
+        assert!(daily.validate().is_ok());
+    }
+
+    #[test]
+    fn weekly_bins_start_on_monday() {
+        let m = Forecaster::new(ModelConfig::default()).expect("config");
+        // 2024-01-01 is a Monday: first bin of a period.
+        let (_, b) = m.bin_of(minutes_of(t0()));
+        assert_eq!(b, 0);
+        let (_, b) = m.bin_of(minutes_of(t0() - Duration::minutes(1)));
+        assert_eq!(b, 7 * 96 - 1);
+    }
+
+    #[test]
+    fn baselines_follow_their_rules() {
+        let cfg = ModelConfig::default();
+        let mut sn = Baseline::new(BaselineKind::SeasonalNaive, cfg.clone()).expect("cfg");
+        let mut lv = Baseline::new(BaselineKind::LastValue, cfg).expect("cfg");
+        for i in 0..(7 * 288 + 10) {
+            let t = t0() + Duration::minutes(5 * i);
+            sn.observe(t, i as f64);
+            lv.observe(t, i as f64);
+        }
+        let now = t0() + Duration::minutes(5 * (7 * 288 + 9));
+        let target_index = 7 * 288 + 9 + 6;
+        assert_eq!(lv.forecast(now, Duration::minutes(30)).mean, (7 * 288 + 9) as f64);
+        assert_eq!(
+            sn.forecast(now, Duration::minutes(30)).mean,
+            (target_index - 7 * 288) as f64
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn forecasts_are_finite_ordered_and_bounded(
+            steps in proptest::collection::vec((1i64..40, -50.0f64..5000.0), 1..400),
+            horizon in 0i64..600,
+        ) {
+            let mut m = Forecaster::new(ModelConfig::default()).expect("config");
+            let mut t = t0();
+            for (gap, v) in &steps {
+                t += Duration::minutes(5 * gap);
+                m.observe(t, *v);
+            }
+            let f = m.forecast(t, Duration::minutes(horizon));
+            prop_assert!(f.mean.is_finite() && f.mean >= 0.0);
+            prop_assert!(f.lower <= f.upper);
+            prop_assert!((0.0..=1.0).contains(&f.confidence));
+            let qs: Vec<f64> = [0.05, 0.25, 0.5, 0.75, 0.95].iter().map(|p| f.quantile(*p)).collect();
+            prop_assert!(qs.windows(2).all(|w| w[0] <= w[1] + 1e-9), "{:?}", qs);
+            // The persisted state restores and stays within its bound.
+            let json = m.snapshot().to_json().expect("serialise");
+            prop_assert!(json.len() <= m.config().max_state_bytes());
+            let back = Forecaster::restore(ModelState::from_json(&json).expect("parse"));
+            prop_assert!(back.is_ok(), "{:?}", back.err());
+        }
+
+        #[test]
+        fn out_of_order_samples_never_move_time_backwards(
+            values in proptest::collection::vec(0.0f64..100.0, 2..100),
+        ) {
+            let mut m = Forecaster::new(ModelConfig::default()).expect("config");
+            let mut latest = t0();
+            for (i, v) in values.iter().enumerate() {
+                // Every third sample repeats an hour earlier (like the DST fall-back hour).
+                let t = if i % 3 == 2 { latest - Duration::hours(1) } else { t0() + Duration::minutes(5 * i as i64) };
+                m.observe(t, *v);
+                latest = latest.max(t);
+                prop_assert_eq!(m.last_observation(), Some(latest));
+            }
+        }
     }
 }

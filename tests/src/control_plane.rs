@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::binaries::Binaries;
 use crate::process::{self, ManagedProcess};
@@ -125,7 +124,9 @@ struct Running {
 
 impl Running {
     fn dir(&self) -> &Path {
-        self.root.as_ref().map_or(Path::new("/nonexistent"), TempDir::path)
+        self.root
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), TempDir::path)
     }
 
     fn shutdown(&mut self) {
@@ -133,7 +134,10 @@ impl Running {
         if let Some(root) = self.root.take() {
             if std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
                 let kept = root.keep();
-                eprintln!("gpu-autoscaler-testkit: kept control plane files in {}", kept.display());
+                eprintln!(
+                    "gpu-autoscaler-testkit: kept control plane files in {}",
+                    kept.display()
+                );
             } else if std::thread::panicking() {
                 eprintln!(
                     "gpu-autoscaler-testkit: removing control plane logs in {}; set {KEEP_ENV}=1 to keep them",
@@ -208,12 +212,14 @@ impl ControlPlane {
         let serving_cert = dir.join("pki/apiserver.crt");
         let serving_key = dir.join("pki/apiserver.key");
         let sa_key = dir.join("pki/service-account.key");
+        let sa_pub = dir.join("pki/service-account.pub");
         let tokens = dir.join("pki/tokens.csv");
         let admin_token = random_token()?;
         write(&ca_path, &pki.ca_pem)?;
         write(&serving_cert, &pki.serving_cert_pem)?;
         write(&serving_key, &pki.serving_key_pem)?;
         write(&sa_key, &pki.service_account_key_pem)?;
+        write(&sa_pub, &pki.service_account_public_pem)?;
         write(
             &tokens,
             &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
@@ -221,42 +227,57 @@ impl ControlPlane {
 
         // etcd
         let etcd_dir = dir.join("etcd");
-        let etcd_port = start_with_port_retry(&mut running, deadline, |attempt| {
-            let client_port = process::free_port()?;
-            let peer_port = process::free_port()?;
-            let client_url = format!("http://127.0.0.1:{client_port}");
-            let peer_url = format!("http://127.0.0.1:{peer_port}");
-            let args = vec![
-                "--name=testkit".to_string(),
-                format!("--data-dir={}", etcd_dir.join(format!("data-{attempt}")).display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=testkit={peer_url}"),
-                "--initial-cluster-state=new".to_string(),
-                "--logger=zap".to_string(),
-                "--log-outputs=stderr".to_string(),
-            ];
-            let p = ManagedProcess::spawn(
-                Component::Etcd.name(),
-                &bins.etcd,
-                &args,
-                &etcd_dir,
-                &etcd_dir.join("etcd.log"),
-            )?;
-            Ok((p, client_port))
-        }, |port| async move {
-            http_get_loopback(port, "/health").await.is_some_and(|body| body.contains("\"health\":\"true\""))
-        })
+        let etcd_port = start_with_port_retry(
+            &mut running,
+            deadline,
+            |attempt| {
+                let client_port = process::free_port()?;
+                let peer_port = process::free_port()?;
+                let client_url = format!("http://127.0.0.1:{client_port}");
+                let peer_url = format!("http://127.0.0.1:{peer_port}");
+                let args = vec![
+                    "--name=testkit".to_string(),
+                    format!(
+                        "--data-dir={}",
+                        etcd_dir.join(format!("data-{attempt}")).display()
+                    ),
+                    format!("--listen-client-urls={client_url}"),
+                    format!("--advertise-client-urls={client_url}"),
+                    format!("--listen-peer-urls={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster=testkit={peer_url}"),
+                    "--initial-cluster-state=new".to_string(),
+                    // A single member on loopback: short raft timers make the first election
+                    // take tens of milliseconds instead of most of a second.
+                    "--heartbeat-interval=20".to_string(),
+                    "--election-timeout=200".to_string(),
+                    "--logger=zap".to_string(),
+                    "--log-outputs=stderr".to_string(),
+                ];
+                let p = ManagedProcess::spawn(
+                    Component::Etcd.name(),
+                    &bins.etcd,
+                    &args,
+                    &etcd_dir,
+                    &etcd_dir.join("etcd.log"),
+                )?;
+                Ok((p, client_port))
+            },
+            |_port, log| async move {
+                // Printed right after etcd bound both listeners; it serves once it has elected
+                // itself leader a moment later. kube-apiserver only needs the port to accept
+                // connections to get past its preflight check, and retries storage calls until
+                // etcd serves, so its own slow initialisation overlaps etcd's election.
+                process::log_tail(&log, 200).contains("starting an etcd server")
+            },
+        )
         .await?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
 
         // kube-apiserver
         let api_dir = dir.join("apiserver");
-        let mut client_slot: Option<(Client, Config, String, PathBuf)> = None;
         let kubeconfig_path = dir.join("kubeconfig");
-        let api_port = {
+        let (client, config, server_url) = {
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -275,7 +296,7 @@ impl ControlPlane {
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local"
                         .to_string(),
                     format!("--service-account-signing-key-file={}", sa_key.display()),
-                    format!("--service-account-key-file={}", sa_key.display()),
+                    format!("--service-account-key-file={}", sa_pub.display()),
                     // No token controller runs, so the ServiceAccount admission plugin would
                     // reject every pod for lack of a default service account token.
                     "--disable-admission-plugins=ServiceAccount".to_string(),
@@ -286,7 +307,6 @@ impl ControlPlane {
                     "--endpoint-reconciler-type=none".to_string(),
                     "--enable-priority-and-fairness=false".to_string(),
                     "--profiling=false".to_string(),
-                    "--v=1".to_string(),
                 ];
                 args.extend(options.extra_apiserver_args.iter().cloned());
                 let proc = ManagedProcess::spawn(
@@ -310,18 +330,16 @@ impl ControlPlane {
                 let client = Client::try_from(config.clone())?;
 
                 match wait_apiserver_ready(&client, &mut running.processes[idx], deadline).await {
-                    Ok(()) => {
-                        client_slot = Some((client, config, server_url, kubeconfig_path.clone()));
-                        break port;
-                    }
+                    Ok(()) => break (client, config, server_url),
                     Err(WaitError::Exited(status)) => {
                         let lost_race = process::lost_port_race(&running.processes[idx].log);
                         if lost_race && attempt < PORT_ATTEMPTS {
                             running.processes.remove(idx);
                             continue;
                         }
-                        return Err(running.processes[idx]
-                            .start_failed(format!("exited with {status}")));
+                        return Err(
+                            running.processes[idx].start_failed(format!("exited with {status}"))
+                        );
                     }
                     Err(WaitError::Timeout(last)) => {
                         return Err(running.processes[idx].start_failed(format!(
@@ -331,14 +349,6 @@ impl ControlPlane {
                     }
                 }
             }
-        };
-        let Some((client, config, server_url, kubeconfig_path)) = client_slot else {
-            return Err(Error::StartFailed {
-                component: Component::KubeApiserver.name(),
-                reason: format!("no client for port {api_port}"),
-                log: api_dir,
-                log_tail: String::new(),
-            });
         };
 
         // The bootstrap controller creates `default` shortly after /readyz turns green; tests
@@ -350,8 +360,9 @@ impl ControlPlane {
             }
             if Instant::now() >= deadline {
                 let idx = running.processes.len() - 1;
-                return Err(running.processes[idx]
-                    .start_failed("namespace `default` was never created"));
+                return Err(
+                    running.processes[idx].start_failed("namespace `default` was never created")
+                );
             }
             tokio::time::sleep(READY_POLL).await;
         }
@@ -380,8 +391,9 @@ impl ControlPlane {
             // parsed its config and connected is this V(1) line; informers sync right after.
             loop {
                 if let Some(status) = running.processes[idx].exited() {
-                    return Err(running.processes[idx]
-                        .start_failed(format!("exited with {status}")));
+                    return Err(
+                        running.processes[idx].start_failed(format!("exited with {status}"))
+                    );
                 }
                 if process::log_tail(&running.processes[idx].log, 200)
                     .contains("Starting Kubernetes Scheduler")
@@ -524,8 +536,8 @@ async fn wait_apiserver_ready(
     proc: &mut ManagedProcess,
     deadline: Instant,
 ) -> std::result::Result<(), WaitError> {
-    let mut last = "no answer yet".to_string();
     loop {
+        let last;
         if let Some(status) = proc.exited() {
             return Err(WaitError::Exited(status));
         }
@@ -555,7 +567,7 @@ async fn start_with_port_retry<S, R, Fut>(
 ) -> Result<u16>
 where
     S: FnMut(usize) -> Result<(ManagedProcess, u16)>,
-    R: Fn(u16) -> Fut,
+    R: Fn(u16, PathBuf) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     for attempt in 1..=PORT_ATTEMPTS {
@@ -564,14 +576,13 @@ where
         let idx = running.processes.len() - 1;
         loop {
             if let Some(status) = running.processes[idx].exited() {
-                if process::lost_port_race(&running.processes[idx].log) && attempt < PORT_ATTEMPTS
-                {
+                if process::lost_port_race(&running.processes[idx].log) && attempt < PORT_ATTEMPTS {
                     running.processes.remove(idx);
                     break;
                 }
                 return Err(running.processes[idx].start_failed(format!("exited with {status}")));
             }
-            if ready(port).await {
+            if ready(port, running.processes[idx].log.clone()).await {
                 return Ok(port);
             }
             if Instant::now() >= deadline {
@@ -586,22 +597,6 @@ where
         log: running.dir().to_path_buf(),
         log_tail: String::new(),
     })
-}
-
-/// Minimal HTTP/1.0 GET against 127.0.0.1, enough for etcd's /health.
-async fn http_get_loopback(port: u16, path: &str) -> Option<String> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        Some(String::from_utf8_lossy(&response).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
 
 fn kubeconfig_yaml(server_url: &str, ca_pem: &str, token: &str) -> String {
@@ -629,22 +624,58 @@ current-context: testkit
     )
 }
 
+const TEMP_PREFIX: &str = "gpu-autoscaler-cp-";
+const OWNER_FILE: &str = "owner.pid";
+
 /// Prefers tmpfs: etcd fsyncs every write, and on a shared disk that dominates startup.
+/// Records the owning test process so that later runs can sweep what a SIGKILLed run left.
 fn temp_root() -> Result<TempDir> {
     let builder = {
         let mut b = tempfile::Builder::new();
-        b.prefix("gpu-autoscaler-cp-");
+        b.prefix(TEMP_PREFIX);
         b
     };
     let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return Ok(dir);
+    let dir = match builder.tempdir_in(shm) {
+        Ok(dir) => dir,
+        Err(_) => builder
+            .tempdir()
+            .map_err(|e| Error::io("creating the control plane temp dir", e))?,
+    };
+    if let Some(parent) = dir.path().parent() {
+        sweep_orphans(parent);
     }
-    builder
-        .tempdir()
-        .map_err(|e| Error::io("creating the control plane temp dir", e))
+    write(
+        &dir.path().join(OWNER_FILE),
+        &std::process::id().to_string(),
+    )?;
+    Ok(dir)
+}
+
+/// Removes control-plane dirs whose owning test process no longer exists (it was killed
+/// before its destructors ran; PR_SET_PDEATHSIG already took care of the processes).
+fn sweep_orphans(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if !is_ours {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(owner) = owner
+            && !process::pid_alive(owner)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {

@@ -295,14 +295,39 @@ fn conditions(ready: bool, now: Timestamp) -> Value {
         })
     };
     let ready = if ready {
-        cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        cond(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        )
     } else {
-        cond("Ready", "False", "KubeletNotReady", "container runtime is down")
+        cond(
+            "Ready",
+            "False",
+            "KubeletNotReady",
+            "container runtime is down",
+        )
     };
     json!([
-        cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        cond(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
         ready,
     ])
 }
@@ -409,7 +434,11 @@ mod tests {
             Quantity("3".to_string())
         );
         let conditions = status.conditions.unwrap_or_default();
-        assert!(conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
         let spec = node.spec.unwrap_or_default();
         assert_eq!(spec.unschedulable, Some(true));
         let taint_keys: Vec<String> = spec

@@ -13,6 +13,7 @@ pub(crate) struct Pki {
     pub(crate) serving_cert_pem: String,
     pub(crate) serving_key_pem: String,
     pub(crate) service_account_key_pem: String,
+    pub(crate) service_account_public_pem: String,
 }
 
 pub(crate) fn generate() -> Result<Pki> {
@@ -51,8 +52,8 @@ pub(crate) fn generate() -> Result<Pki> {
     serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving_params.signed_by(&serving_key, &issuer)?;
 
-    // ECDSA P-256 in PKCS#8: kube-apiserver accepts it both as the signing key and, since it
-    // derives the public half from a private key file, as --service-account-key-file.
+    // ECDSA P-256: PKCS#8 for --service-account-signing-key-file, and the public half as a
+    // separate PKIX file, since 1.20 does not derive it from a PKCS#8 private key.
     let sa_key = KeyPair::generate()?;
 
     Ok(Pki {
@@ -60,5 +61,6 @@ pub(crate) fn generate() -> Result<Pki> {
         serving_cert_pem: serving_cert.pem(),
         serving_key_pem: serving_key.serialize_pem(),
         service_account_key_pem: sa_key.serialize_pem(),
+        service_account_public_pem: sa_key.public_key_pem(),
     })
 }

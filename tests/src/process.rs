@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -23,9 +24,7 @@ impl ManagedProcess {
     /// Spawns `program args` with `dir` as working directory, logging to `log`.
     ///
     /// The child gets `PR_SET_PDEATHSIG=SIGKILL`, so if the test process dies without running
-    /// destructors (SIGKILL, abort) the kernel kills the child too. The signal fires when the
-    /// spawning *thread* exits; tokio worker threads and the test thread live as long as the
-    /// test, which is what we want.
+    /// destructors (SIGKILL, abort) the kernel kills the child too.
     pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
@@ -33,7 +32,8 @@ impl ManagedProcess {
         dir: &Path,
         log: &Path,
     ) -> Result<Self> {
-        let out = File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let out =
+            File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let err = out
             .try_clone()
             .map_err(|e| Error::io(format!("duplicating {}", log.display()), e))?;
@@ -48,8 +48,13 @@ impl ManagedProcess {
         // required between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                    != 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -61,8 +66,7 @@ impl ManagedProcess {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
+        let child = spawn_from_long_lived_thread(cmd)
             .map_err(|e| Error::io(format!("spawning {}", program.display()), e))?;
         Ok(ManagedProcess {
             name,
@@ -112,6 +116,42 @@ impl ManagedProcess {
     }
 }
 
+/// The kernel sends PR_SET_PDEATHSIG when the *thread* that forked the child exits, not the
+/// process. libtest runs every test on its own thread, so a control plane shared between
+/// tests (or created on a short-lived blocking-pool thread) would be killed as soon as the
+/// thread that happened to start it finished. All forks therefore happen on one thread that
+/// lives as long as the test process.
+fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let spawned = std::thread::Builder::new()
+            .name("testkit-spawner".to_string())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    // The requester may have given up; nothing else to tell it then.
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the testkit spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let send_result = match sender.lock() {
+        Ok(guard) => guard.send((cmd, reply_tx)),
+        Err(poisoned) => poisoned.into_inner().send((cmd, reply_tx)),
+    };
+    if send_result.is_err() {
+        return Err(std::io::Error::other("the testkit spawner thread is gone"));
+    }
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the testkit spawner thread did not answer"))?
+}
+
 /// Stops all processes: SIGTERM to all at once, up to `grace` for them to exit, then SIGKILL
 /// to the rest. Every child is reaped before this returns.
 pub(crate) fn terminate_all(processes: &mut [ManagedProcess], grace: Duration) {
@@ -142,14 +182,26 @@ pub(crate) fn terminate_all(processes: &mut [ManagedProcess], grace: Duration) {
     }
 }
 
-/// True while a process with this PID exists (zombies included).
+/// True while a process with this PID exists and has not exited (a zombie, dead but not yet
+/// reaped, counts as gone).
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;
     };
     // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let rc = unsafe { libc::kill(raw, 0) };
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // /proc/<pid>/stat is "pid (comm) STATE ..."; comm may contain spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
 }
 
 /// Asks the kernel for a currently free loopback port. Another process may grab it before our
@@ -171,7 +223,10 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
         return format!("(cannot open {})", path.display());
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if file.seek(SeekFrom::Start(len.saturating_sub(WINDOW))).is_err() {
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(WINDOW)))
+        .is_err()
+    {
         return String::new();
     }
     let mut buf = Vec::new();

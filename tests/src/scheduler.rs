@@ -89,9 +89,7 @@ impl SchedulerConfig {
                 )));
             }
         }
-        let connection = map
-            .entry("clientConnection")
-            .or_insert_with(|| json!({}));
+        let connection = map.entry("clientConnection").or_insert_with(|| json!({}));
         let Some(connection) = connection.as_object_mut() else {
             return Err(Error::SchedulerConfig(
                 "clientConnection is not a mapping".to_string(),
@@ -104,9 +102,7 @@ impl SchedulerConfig {
         // One scheduler per cluster, and leader election would only add a lease round trip.
         let election = map.entry("leaderElection").or_insert_with(|| json!({}));
         if let Some(election) = election.as_object_mut() {
-            election
-                .entry("leaderElect")
-                .or_insert(Value::Bool(false));
+            election.entry("leaderElect").or_insert(Value::Bool(false));
         }
         Ok(serde_yaml::to_string(&doc)?)
     }
@@ -248,8 +244,7 @@ impl ExtenderConfig {
             let mut t = json!({ "insecure": tls.insecure });
             if let Some(ca) = &tls.ca_pem {
                 // []byte fields are base64 in JSON/YAML.
-                t["caData"] =
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(ca));
+                t["caData"] = Value::String(base64::engine::general_purpose::STANDARD.encode(ca));
             }
             if let Some(name) = &tls.server_name {
                 t["serverName"] = Value::String(name.clone());
@@ -297,9 +292,11 @@ mod tests {
 
     #[test]
     fn wrong_api_version_is_rejected() {
-        let err = SchedulerConfig::from("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n")
-            .render(Path::new("/tmp/kc"))
-            .expect_err("v1 is not understood by 1.20");
+        let err = SchedulerConfig::from(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n",
+        )
+        .render(Path::new("/tmp/kc"))
+        .expect_err("v1 is not understood by 1.20");
         assert!(err.to_string().contains("v1beta1"), "{err}");
     }
 

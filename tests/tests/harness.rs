@@ -29,7 +29,10 @@ async fn assert_all_gone(pids: &[u32]) -> Result<()> {
 async fn start_create_gpu_node_and_stop_without_strays() -> Result<()> {
     let cp = ControlPlane::start().await?;
     // Visible with --nocapture; docs/ records this figure.
-    println!("control plane (etcd + kube-apiserver) startup: {:?}", cp.startup_time());
+    println!(
+        "control plane (etcd + kube-apiserver) startup: {:?}",
+        cp.startup_time()
+    );
     ensure!(cp.server_url().starts_with("https://127.0.0.1:"));
     ensure!(cp.kubeconfig_path().is_file());
     let client = cp.client();
@@ -84,16 +87,27 @@ async fn start_create_gpu_node_and_stop_without_strays() -> Result<()> {
     );
 
     let shrunk = set_gpus_allocatable(&client, "gpu-node-1", 6).await?;
-    let alloc = shrunk.status.and_then(|s| s.allocatable).unwrap_or_default();
+    let alloc = shrunk
+        .status
+        .and_then(|s| s.allocatable)
+        .unwrap_or_default();
     ensure!(alloc.get("nvidia.com/gpu") == Some(&Quantity("6".to_string())));
 
     let pids: Vec<u32> = cp.pids().iter().map(|p| p.pid).collect();
-    ensure!(pids.len() == 2, "expected etcd and kube-apiserver, got {:?}", cp.pids());
+    ensure!(
+        pids.len() == 2,
+        "expected etcd and kube-apiserver, got {:?}",
+        cp.pids()
+    );
     ensure!(pids.iter().all(|p| pid_alive(*p)));
     let dir = cp.dir().to_path_buf();
+    let stopping = std::time::Instant::now();
     cp.stop();
+    println!("control plane teardown: {:?}", stopping.elapsed());
     assert_all_gone(&pids).await?;
-    ensure!(!dir.exists(), "temp dir {} was not removed", dir.display());
+    if std::env::var_os(gpu_autoscaler_testkit::KEEP_ENV).is_none() {
+        ensure!(!dir.exists(), "temp dir {} was not removed", dir.display());
+    }
     Ok(())
 }
 
@@ -108,13 +122,23 @@ async fn scheduler_binds_gpu_pod_to_the_gpu_node() -> Result<()> {
     };
     let extender = ExtenderConfig::new(format!("http://127.0.0.1:{closed_port}"))
         .http_timeout(Duration::from_secs(1));
-    let cp = ControlPlane::builder().with_scheduler(extender).start().await?;
-    println!("control plane with kube-scheduler startup: {:?}", cp.startup_time());
+    let cp = ControlPlane::builder()
+        .with_scheduler(extender)
+        .start()
+        .await?;
+    println!(
+        "control plane with kube-scheduler startup: {:?}",
+        cp.startup_time()
+    );
     ensure!(cp.has_scheduler());
     let client = cp.client();
 
     GpuNodeSpec::new("cpu-only").gpus(0).create(&client).await?;
-    GpuNodeSpec::new("gpu-a").gpus(4).pool("a100").create(&client).await?;
+    GpuNodeSpec::new("gpu-a")
+        .gpus(4)
+        .pool("a100")
+        .create(&client)
+        .await?;
     create_namespace(&client, "ml").await?;
     GpuPodSpec::new("trainer", 1)
         .namespace("ml")
@@ -144,7 +168,11 @@ async fn scheduler_binds_gpu_pod_to_the_gpu_node() -> Result<()> {
     );
 
     let pids: Vec<u32> = cp.pids().iter().map(|p| p.pid).collect();
-    ensure!(pids.len() == 3, "expected three processes, got {:?}", cp.pids());
+    ensure!(
+        pids.len() == 3,
+        "expected three processes, got {:?}",
+        cp.pids()
+    );
     cp.stop();
     assert_all_gone(&pids).await
 }
@@ -170,7 +198,12 @@ async fn two_control_planes_run_side_by_side() -> Result<()> {
     ensure!(gpus(in_a) == Some(Quantity("2".to_string())));
     ensure!(gpus(in_b) == Some(Quantity("4".to_string())));
 
-    let pids: Vec<u32> = a.pids().iter().chain(b.pids().iter()).map(|p| p.pid).collect();
+    let pids: Vec<u32> = a
+        .pids()
+        .iter()
+        .chain(b.pids().iter())
+        .map(|p| p.pid)
+        .collect();
     drop(a);
     drop(b);
     assert_all_gone(&pids).await
@@ -208,4 +241,34 @@ fn a_missing_binary_names_the_setup_command() -> Result<()> {
     ensure!(message.contains("kube-apiserver"), "{message}");
     ensure!(message.contains(SETUP_COMMAND), "{message}");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_control_plane_outlives_the_thread_that_started_it() -> Result<()> {
+    // PR_SET_PDEATHSIG fires when the forking *thread* exits; a control plane shared between
+    // tests must survive the test thread that happened to start it.
+    let cp = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| Ok(rt.block_on(ControlPlane::start())?))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("starter thread panicked"))??;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pids: Vec<u32> = cp.pids().iter().map(|p| p.pid).collect();
+    ensure!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "children died with their starter thread: {:?}",
+        cp.pids()
+    );
+    // cp.client() belongs to the starter's (now gone) runtime; build one for this runtime.
+    let client = kube::Client::try_from(cp.kube_config())?;
+    let default = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+        .get("default")
+        .await?;
+    ensure!(default.metadata.name.as_deref() == Some("default"));
+    drop(cp);
+    assert_all_gone(&pids).await
 }
