@@ -1,10 +1,14 @@
 //! `gpu-autoscaler`: one binary, one subcommand per component. Each subcommand lives in its
 //! own module and owns its flags; this file only parses, sets up logging and dispatches.
 
+mod agent;
 mod certs;
 mod crd;
 mod extender;
 mod logging;
+mod predict;
+mod scaler;
+mod simulate;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -25,12 +29,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Per-node DaemonSet: NVML GPU utilization and the spot-interruption watcher.
+    Agent(agent::AgentArgs),
     /// Generate webhook certificates; optionally keep the TLS Secret and caBundle up to date.
     Certs(certs::CertsArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd(crd::CrdArgs),
     /// kube-scheduler extender: capacity-type filtering, reclaim avoidance and GPU bin packing.
     Extender(extender::ExtenderArgs),
+    /// Demand forecasting tools: `predict backtest`.
+    Predict(predict::PredictArgs),
+    /// The autoscaling controller: plans with the GPU-aware engine and drives the cloud (leader-elected).
+    Scaler(scaler::ScalerArgs),
+    /// Replay a real GPU cluster trace on a simulated cloud through the real engine; compare with reactive on-demand and static peak.
+    Simulate(simulate::SimulateArgs),
     /// Mutating admission webhook: eviction priority, tier preference, toleration and affinity for GPU pods.
     Webhook(webhook::WebhookArgs),
 }
@@ -45,9 +57,13 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
+            Command::Agent(args) => agent::run(args).await,
             Command::Certs(args) => certs::run(args).await,
             Command::Crd(args) => crd::run(args),
             Command::Extender(args) => extender::run(args).await,
+            Command::Predict(args) => predict::run(args),
+            Command::Scaler(args) => scaler::run(args).await,
+            Command::Simulate(args) => simulate::run(args),
             Command::Webhook(args) => webhook::run(args).await,
         }
     })

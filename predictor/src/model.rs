@@ -10,7 +10,8 @@
 //! between by backtest (see `docs/predictor.md`):
 //!
 //! * [`Design::SeasonalLevel`]: `ŷ(t+h) = L(t) + w · (S(t+h) − S(t))`: the recent level `L`
-//!   (exponentially smoothed demand) moved by the seasonal change expected over the horizon.
+//!   (exponentially smoothed demand, carried along the expected seasonal change between
+//!   samples so that a repeating ramp is not lagged) moved by the seasonal change expected over the horizon.
 //!   The blend weight `w` is fixed or, by default, learned online as the least-squares slope of
 //!   the realised change `y(t+h) − L(t)` on the predicted seasonal change (exponentially
 //!   forgotten over the error window, clamped to 0..1): close to 1 when the pattern repeats,
@@ -221,8 +222,9 @@ impl ModelConfig {
                 self.interval_level
             ));
         }
-        if !(self.tolerance_fraction.is_finite() && self.tolerance_fraction >= 0.0)
-            || !(self.tolerance_floor.is_finite() && self.tolerance_floor >= 0.0)
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !non_negative(self.tolerance_fraction)
+            || !non_negative(self.tolerance_floor)
             || self.tolerance_fraction + self.tolerance_floor <= 0.0
         {
             return bad("hit tolerance must be non-negative and not both zero".into());
@@ -309,7 +311,11 @@ mod compact {
         use super::*;
 
         pub fn serialize<S: Serializer>(v: &VecDeque<bool>, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_str(&v.iter().map(|b| if *b { '1' } else { '0' }).collect::<String>())
+            s.collect_str(
+                &v.iter()
+                    .map(|b| if *b { '1' } else { '0' })
+                    .collect::<String>(),
+            )
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<bool>, D::Error> {
@@ -428,6 +434,7 @@ impl ErrorTracker {
 
     /// Build a forecast around `mean`. `lead` is target − last observation (minutes); the error
     /// spread, measured at the configured horizon, is scaled by sqrt(lead / horizon).
+    /// `readiness` is `None` when the state is stale (confidence 0).
     fn forecast(
         &self,
         cfg: &ModelConfig,
@@ -435,19 +442,21 @@ impl ErrorTracker {
         horizon: i64,
         lead: i64,
         mean: f64,
-        readiness: f64,
-        stale: bool,
+        readiness: Option<f64>,
     ) -> Forecast {
-        let scale = (lead.max(i64::from(cfg.step_minutes)) as f64
-            / f64::from(cfg.horizon_minutes))
-        .sqrt();
+        let scale =
+            (lead.max(i64::from(cfg.step_minutes)) as f64 / f64::from(cfg.horizon_minutes)).sqrt();
         let spread = if self.errors.len() >= MIN_EMPIRICAL {
             let mut v: Vec<f64> = self.errors.iter().map(|e| f64::from(*e) * scale).collect();
             v.sort_by(f64::total_cmp);
             Spread::Empirical(v)
         } else {
             let rms = if self.errors.len() >= 2 {
-                (self.errors.iter().map(|e| f64::from(*e).powi(2)).sum::<f64>()
+                (self
+                    .errors
+                    .iter()
+                    .map(|e| f64::from(*e).powi(2))
+                    .sum::<f64>()
                     / self.errors.len() as f64)
                     .sqrt()
             } else {
@@ -459,11 +468,7 @@ impl ErrorTracker {
                 df: (self.errors.len() as f64 - 1.0).max(1.0),
             }
         };
-        let confidence = if stale {
-            0.0
-        } else {
-            self.hit_confidence(cfg) * readiness.clamp(0.0, 1.0)
-        };
+        let confidence = readiness.map_or(0.0, |r| self.hit_confidence(cfg) * r.clamp(0.0, 1.0));
         let p_lo = (1.0 - cfg.interval_level) / 2.0;
         let mean = mean.max(0.0);
         let mut f = Forecast {
@@ -485,11 +490,24 @@ impl ErrorTracker {
 }
 
 /// Error distribution around the point forecast.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Spread {
     /// Sorted recent errors, already scaled to the requested lead.
     Empirical(Vec<f64>),
-    StudentT { scale: f64, df: f64 },
+    StudentT {
+        scale: f64,
+        df: f64,
+    },
+}
+
+impl std::fmt::Debug for Spread {
+    // The error sample is long; its size is what matters when reading a forecast.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spread::Empirical(v) => write!(f, "Empirical(n={})", v.len()),
+            Spread::StudentT { scale, df } => write!(f, "StudentT(scale={scale:.3}, df={df})"),
+        }
+    }
 }
 
 /// A demand forecast for one target time.
@@ -640,7 +658,12 @@ impl Forecaster {
         {
             return corrupt("profile period has the wrong number of bins");
         }
-        if state.periods.iter().zip(state.periods.iter().skip(1)).any(|(a, b)| a.index >= b.index) {
+        if state
+            .periods
+            .iter()
+            .zip(state.periods.iter().skip(1))
+            .any(|(a, b)| a.index >= b.index)
+        {
             return corrupt("profile periods out of order");
         }
         let want_hw = matches!(c.design, Design::HoltWinters { .. });
@@ -655,10 +678,11 @@ impl Forecaster {
             return corrupt("error window larger than configured");
         }
         let finite = |x: Option<f64>| x.is_none_or(f64::is_finite);
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         if !finite(state.level)
             || !state.trend.is_finite()
             || !state.w_xy.is_finite()
-            || !(state.w_xx.is_finite() && state.w_xx >= 0.0)
+            || !non_negative(state.w_xx)
         {
             return corrupt("non-finite level");
         }
@@ -705,12 +729,18 @@ impl Forecaster {
                 means: vec![None; bpp],
                 counts: vec![0; bpp],
             });
-            while periods.front().is_some_and(|p| p.index < q - keep as i64 + 1) {
+            while periods
+                .front()
+                .is_some_and(|p| p.index < q - keep as i64 + 1)
+            {
                 periods.pop_front();
             }
         }
         // Only the newest period is open; a late sample for a closed one is dropped.
-        if let Some(p) = periods.back_mut().filter(|p| p.index == q && !p.counts.is_empty()) {
+        if let Some(p) = periods
+            .back_mut()
+            .filter(|p| p.index == q && !p.counts.is_empty())
+        {
             let n = p.counts[b].saturating_add(1);
             let m = p.means[b].map_or(v, f64::from);
             p.means[b] = Some((m + (v - m) / f64::from(n)) as f32);
@@ -727,7 +757,13 @@ impl Forecaster {
         let k = c.periods() as i64;
         let mut vals = [0.0f64; 28];
         let mut n = 0;
-        for p in self.s.periods.iter().filter(|p| p.index >= q - k && p.index < q) {
+        for p in self
+            .s
+            .periods
+            .iter()
+            .filter(|p| p.index >= q - k && p.index < q)
+            .take(vals.len())
+        {
             if let Some(v) = p.means[b] {
                 vals[n] = f64::from(v);
                 n += 1;
@@ -856,8 +892,14 @@ impl Forecaster {
         let design = self.s.config.design;
         match design {
             Design::SeasonalLevel { alpha, .. } => {
+                // Carry the level along the expected seasonal change since the previous
+                // sample before smoothing, so a repeating ramp is not lagged by the smoothing.
+                let drift = self.seasonal_weight() * self.seasonal_delta(t);
                 let s = &mut self.s;
-                s.level = Some(s.level.map_or(v, |l| alpha * v + (1.0 - alpha) * l));
+                s.level = Some(
+                    s.level
+                        .map_or(v, |l| alpha * v + (1.0 - alpha) * (l + drift)),
+                );
             }
             Design::HoltWinters {
                 alpha,
@@ -945,8 +987,7 @@ impl Forecaster {
             h,
             target - last,
             self.point(target),
-            readiness,
-            stale,
+            (!stale).then_some(readiness),
         )
     }
 
@@ -963,6 +1004,24 @@ impl Forecaster {
         let mut t = from;
         while t <= to && out.len() < 10_000 {
             out.push(self.forecast(now, t - now));
+            t += step;
+        }
+        out
+    }
+
+    /// Point forecasts only (no interval) at `from, from + step, ...` up to `to`, from the
+    /// current state: the cheap look-ahead the pre-warm rule scans for the end of a peak.
+    pub fn point_path(
+        &self,
+        from: NaiveDateTime,
+        to: NaiveDateTime,
+        step: Duration,
+    ) -> Vec<(NaiveDateTime, f64)> {
+        let step = step.max(Duration::minutes(1));
+        let mut out = Vec::new();
+        let mut t = from;
+        while t <= to && out.len() < 10_000 {
+            out.push((t, self.point(minutes_of(t)).max(0.0)));
             t += step;
         }
         out
@@ -1066,16 +1125,14 @@ impl Predictor for Baseline {
         let target = now_m + h;
         let last = self.history.back().map_or(now_m, |(t, _)| *t);
         let stale = self.history.is_empty()
-            || now_m - last
-                > 2 * i64::from(self.cfg.horizon_minutes.max(self.cfg.step_minutes));
+            || now_m - last > 2 * i64::from(self.cfg.horizon_minutes.max(self.cfg.step_minutes));
         self.tracker.forecast(
             &self.cfg,
             target,
             h,
             target - last,
             self.point(target),
-            1.0,
-            stale,
+            (!stale).then_some(1.0),
         )
     }
 }
@@ -1096,20 +1153,46 @@ mod tests {
         let ok = ModelConfig::default();
         assert!(ok.validate().is_ok());
         for bad in [
-            ModelConfig { lookback_days: 10, ..ok.clone() },
-            ModelConfig { bin_minutes: 7, ..ok.clone() },
-            ModelConfig { bin_minutes: 50, ..ok.clone() },
-            ModelConfig { interval_level: 1.0, ..ok.clone() },
-            ModelConfig { error_window: MAX_ERROR_WINDOW + 1, ..ok.clone() },
-            ModelConfig { step_minutes: 0, ..ok.clone() },
             ModelConfig {
-                design: Design::SeasonalLevel { center: Center::Median, alpha: 0.0, weight: None },
+                lookback_days: 10,
+                ..ok.clone()
+            },
+            ModelConfig {
+                bin_minutes: 7,
+                ..ok.clone()
+            },
+            ModelConfig {
+                bin_minutes: 50,
+                ..ok.clone()
+            },
+            ModelConfig {
+                interval_level: 1.0,
+                ..ok.clone()
+            },
+            ModelConfig {
+                error_window: MAX_ERROR_WINDOW + 1,
+                ..ok.clone()
+            },
+            ModelConfig {
+                step_minutes: 0,
+                ..ok.clone()
+            },
+            ModelConfig {
+                design: Design::SeasonalLevel {
+                    center: Center::Median,
+                    alpha: 0.0,
+                    weight: None,
+                },
                 ..ok.clone()
             },
         ] {
             assert!(bad.validate().is_err(), "{bad:?} accepted");
         }
-        let daily = ModelConfig { season: Season::Daily, lookback_days: 3, ..ok };
+        let daily = ModelConfig {
+            season: Season::Daily,
+            lookback_days: 3,
+            ..ok
+        };
         assert!(daily.validate().is_ok());
     }
 
@@ -1135,7 +1218,10 @@ mod tests {
         }
         let now = t0() + Duration::minutes(5 * (7 * 288 + 9));
         let target_index = 7 * 288 + 9 + 6;
-        assert_eq!(lv.forecast(now, Duration::minutes(30)).mean, (7 * 288 + 9) as f64);
+        assert_eq!(
+            lv.forecast(now, Duration::minutes(30)).mean,
+            (7 * 288 + 9) as f64
+        );
         assert_eq!(
             sn.forecast(now, Duration::minutes(30)).mean,
             (target_index - 7 * 288) as f64

@@ -76,11 +76,17 @@ pub struct PreWarmDecision {
     pub hold_until: Option<NaiveDateTime>,
 }
 
+/// `t + d`, saturating at `t` for an out-of-range policy duration instead of panicking.
+fn after(t: NaiveDateTime, d: Duration) -> NaiveDateTime {
+    t.checked_add_signed(d).unwrap_or(t)
+}
+
 /// The rule on precomputed forecasts: `at` is the forecast at now + horizon + lead, `later`
-/// the forecasts after it in time order (the look-ahead for the peak end).
+/// the predicted demand (time, point forecast) after it in time order, the look-ahead for the
+/// end of the peak.
 pub fn decide_from(
     at: &Forecast,
-    later: &[Forecast],
+    later: &[(NaiveDateTime, f64)],
     capacity_gpus: f64,
     policy: &PreWarmPolicy,
 ) -> PreWarmDecision {
@@ -99,8 +105,8 @@ pub fn decide_from(
     let hold_until = pre_warm.then(|| {
         later
             .iter()
-            .find(|f| f.mean / capacity_gpus < policy.pre_warm_threshold)
-            .map_or(at.at + policy.max_hold, |f| f.at)
+            .find(|(_, mean)| mean / capacity_gpus < policy.pre_warm_threshold)
+            .map_or(after(at.at, policy.max_hold), |(t, _)| *t)
     });
     PreWarmDecision {
         pre_warm,
@@ -121,16 +127,18 @@ pub fn decide(
     capacity_gpus: f64,
     policy: &PreWarmPolicy,
 ) -> PreWarmDecision {
-    let lead = policy.horizon + policy.lead_time.max(Duration::zero());
+    let lead = policy
+        .horizon
+        .checked_add(&policy.lead_time.max(Duration::zero()))
+        .unwrap_or(policy.horizon);
     let at = model.forecast(now, lead);
     let later = if capacity_gpus > 0.0
         && at.confidence >= policy.confidence_threshold
         && at.mean / capacity_gpus >= policy.pre_warm_threshold
     {
-        model.forecast_path(
-            now,
-            at.at + policy.hold_step,
-            at.at + policy.max_hold,
+        model.point_path(
+            after(at.at, policy.hold_step),
+            after(at.at, policy.max_hold),
             policy.hold_step,
         )
     } else {

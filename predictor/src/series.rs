@@ -43,6 +43,10 @@ pub enum LoadError {
     Empty { path: String, message: String },
 }
 
+/// Longest grid a loader builds (about 19 years at 1 minute): a file spanning more is rejected
+/// rather than allocated.
+pub const MAX_STEPS: i64 = 10_000_000;
+
 /// A regularly sampled demand series on the local wall clock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemandSeries {
@@ -82,6 +86,9 @@ impl DemandSeries {
         }
         let (&first, _) = buckets.first_key_value()?;
         let (&last, _) = buckets.last_key_value()?;
+        if last - first >= MAX_STEPS {
+            return None;
+        }
         let mut values = vec![None; usize::try_from(last - first + 1).ok()?];
         for (b, (sum, n)) in buckets {
             values[usize::try_from(b - first).ok()?] = Some(sum / f64::from(n));
@@ -275,7 +282,9 @@ fn csv_error(path: &str, e: &csv::Error) -> LoadError {
 
 impl Row<'_> {
     fn str(&self, idx: usize, column: &str) -> Result<&str, LoadError> {
-        self.record.get(idx).ok_or_else(|| self.err(column, "missing field"))
+        self.record
+            .get(idx)
+            .ok_or_else(|| self.err(column, "missing field"))
     }
 
     fn err(&self, column: &str, message: impl Into<String>) -> LoadError {
@@ -320,7 +329,7 @@ fn finish(
 ) -> Result<DemandSeries, LoadError> {
     DemandSeries::from_points(name, points, step, weekday_known).ok_or_else(|| LoadError::Empty {
         path: path.to_string(),
-        message: "no data rows".into(),
+        message: format!("no data rows, or a time span over {MAX_STEPS} steps"),
     })
 }
 
@@ -414,8 +423,13 @@ pub fn parse_openb<R: Read>(reader: R, path: &str) -> Result<DemandSeries, LoadE
         if num_gpu < 0 {
             return Err(row.err("num_gpu", "negative GPU count"));
         }
-        if c < 0 {
-            return Err(row.err("creation_time", "negative time"));
+        // Relative seconds; anything beyond ~100 years is a corrupt row, not a trace.
+        const LIMIT: i64 = 100 * 366 * 86_400;
+        if !(0..=LIMIT).contains(&c) {
+            return Err(row.err("creation_time", "outside 0..=100 years"));
+        }
+        if !(0..=LIMIT).contains(&d) {
+            return Err(row.err("deletion_time", "outside 0..=100 years"));
         }
         pods.push((c, d, openb_gpus(num_gpu, milli)));
         Ok(())
