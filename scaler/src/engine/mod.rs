@@ -1,0 +1,76 @@
+//! The pure GPU-aware decision engine.
+//!
+//! # How to call it
+//! ```text
+//! let snapshot = Snapshot { now, policy, pools, nodes, pods, utilization, forecast,
+//!                           provider_events, memory: previous_plan.memory };
+//! let plan = engine::plan(&snapshot);
+//! // execute: plan.target_reductions, plan.scale_ups, plan.cordons, plan.drains,
+//! //          plan.terminations, plan.uncordons (in that order, idempotently)
+//! // persist: plan.memory (feed it into the next snapshot), plan.status -> policy status
+//! // emit:    plan.events; log plan.warnings
+//! ```
+//! `plan` has no I/O, reads no clock (only `snapshot.now`) and uses no randomness: the same
+//! snapshot always gives the same plan. Run it on every relevant watch event and on an
+//! interval (the engine is cheap: see `docs/scaler-bench.md`). Re-running it before the
+//! previous plan's effects are visible is safe: capacity in flight (pool targets above the
+//! registered nodes, nodes whose GPUs aren't allocatable yet) is counted, drains are repeated
+//! idempotently and replacement capacity for an interruption is requested once (memory).
+//!
+//! # Decision rules (thresholds from the policy)
+//! - **Pending pods** count when GPU-requesting, unbound and `Unschedulable` for at least
+//!   `pendingPodTimeoutSeconds`. They are packed first-fit-decreasing (GPUs, CPU, memory)
+//!   onto capacity already on its way (instances in flight, registered nodes without
+//!   allocatable GPUs, counted at their template's GPUs), then onto new nodes. A pod no pool
+//!   template could ever run (selector, affinity, taints, tier, size) gets a
+//!   `NotTriggerScaleUp` event and causes nothing.
+//! - **Template choice**: least GPU waste for the GPUs still to place, then the bigger node,
+//!   then the pool's instance-type order; on spot pools with `spot.diversify`, the least-used
+//!   (instance type, zone) among those.
+//! - **Tiers**: reserved pools with room first; between spot and on-demand the tier furthest
+//!   below its share (`multiTier` when `enableMultiTierScaling`, else
+//!   `spotInstancePercentage` / rest) wins, among the tiers the pod allows (its tier
+//!   preference and tolerations). Without reserved capacity spot and on-demand split in the
+//!   ratio of their shares. Pools of a tier: healthier spot pools, then `priority`.
+//! - **Interruption-rate adaptation**: per pool, factor `f = min(1, threshold / rate24h)`;
+//!   the fleet's spot share for new capacity is `share × max f` over spot pools (the
+//!   difference goes to on-demand), and spot pools are tried in descending `f`. It restores
+//!   itself as interruptions leave the 24 h window. See [`spot_rate_factor`].
+//! - **Failures**: a failed or refused scale-up, or instances not registered within
+//!   `maxNodeProvisionTimeSeconds`, back the pool off for 30 s doubling to 10 min; its
+//!   unregistered requests are dropped (`target_reductions`) and the same plan re-packs the
+//!   demand on the next eligible pool.
+//! - **Utilization**: GPU-weighted mean over nodes with known utilization; above
+//!   `scaleUpThreshold`, add GPUs until `busy / (total + idle incoming + added)` is under it.
+//!   Blocked by the scale-up cooldown; pending-pod and minimum scale-ups are not (their
+//!   accounting of capacity on its way already prevents duplicates).
+//! - **Predictive**: with `enablePredictiveScaling`, confidence ≥ `confidenceThreshold` and
+//!   predicted utilization ≥ `preWarmThreshold`, capacity is raised to the forecast's upper
+//!   GPUs; scale-down keeps that many GPUs until `hold_until`.
+//! - **Scale-down**: a node below `scaleDownThreshold` (known utilization only) for
+//!   `underutilizedDurationSeconds`, outside both cooldowns, in a plan that adds nothing,
+//!   whose pods (DaemonSet and mirror pods aside; none bare or opted out) fit on the nodes that
+//!   stay, that no pending GPU pod could use, without breaking minimums, the pre-warm hold or
+//!   pushing the rest over `scaleUpThreshold`. Cordon, drain low priority first, and
+//!   terminate once only DaemonSet/mirror pods remain.
+//! - **Interruptions**: cordon, drain by priority inside the notice (see
+//!   [`interruption_evictions`]), replacement capacity for its GPU pods in the same plan on
+//!   another instance type or zone of the pool, else by the tier rules; terminate once
+//!   drained.
+//!
+//! [`testing::VirtualCluster`] applies plans to a simulated cluster on a virtual clock; tests
+//! and `simulate` use it to drive multi-step scenarios.
+
+mod drain;
+mod matching;
+pub mod model;
+mod pack;
+mod planner;
+pub mod testing;
+
+pub use drain::{DEFAULT_GRACE_SECONDS, interruption_evictions, scale_down_evictions};
+pub use model::*;
+pub use planner::{
+    BACKOFF_INITIAL_SECONDS, BACKOFF_MAX_SECONDS, SCALE_DOWN_DRAIN_TIMEOUT_SECONDS,
+    backoff_seconds, plan, spot_rate_factor,
+};
