@@ -2,4 +2,5 @@
 
 pub mod controller;
 pub mod engine;
+pub mod forecast;
 pub mod provider;
