@@ -14,6 +14,9 @@ t0=$(date +%s)
 log "system packages"
 scripts/install-deps.sh
 
+log "python tools (helm-python-sdk, pytest, moto)"
+scripts/install-python-deps.sh
+
 log "control plane (kube-apiserver, kube-scheduler 1.20.2, etcd)"
 K8S_BIN=$(scripts/control-plane.sh | tail -n1)
 export GPU_AUTOSCALER_K8S_BIN="$K8S_BIN"
