@@ -232,7 +232,10 @@ impl ControlPlane {
             deadline,
             |attempt| {
                 let client_port = process::free_port()?;
-                let peer_port = process::free_port()?;
+                let mut peer_port = process::free_port()?;
+                while peer_port == client_port {
+                    peer_port = process::free_port()?;
+                }
                 let client_url = format!("http://127.0.0.1:{client_port}");
                 let peer_url = format!("http://127.0.0.1:{peer_port}");
                 let args = vec![
@@ -268,7 +271,7 @@ impl ControlPlane {
                 // itself leader a moment later. kube-apiserver only needs the port to accept
                 // connections to get past its preflight check, and retries storage calls until
                 // etcd serves, so its own slow initialisation overlaps etcd's election.
-                process::log_tail(&log, 200).contains("starting an etcd server")
+                process::log_contains(&log, "starting an etcd server")
             },
         )
         .await?;
@@ -370,42 +373,35 @@ impl ControlPlane {
         if let Some(sched) = &options.scheduler {
             let sched_dir = dir.join("scheduler");
             let config_path = sched_dir.join("config.yaml");
-            write(&config_path, &sched.render(&kubeconfig_path)?)?;
-            let args = vec![
-                format!("--config={}", config_path.display()),
-                // No serving at all: nothing scrapes it, and 1.20 then needs no certificates.
-                "--secure-port=0".to_string(),
-                "--port=0".to_string(),
-                "--v=2".to_string(),
-            ];
-            let proc = ManagedProcess::spawn(
-                Component::KubeScheduler.name(),
-                &bins.kube_scheduler,
-                &args,
-                &sched_dir,
-                &sched_dir.join("kube-scheduler.log"),
-            )?;
-            running.processes.push(proc);
-            let idx = running.processes.len() - 1;
-            // With leader election off and no serving port, the first sign of a scheduler that
-            // parsed its config and connected is this V(1) line; informers sync right after.
-            loop {
-                if let Some(status) = running.processes[idx].exited() {
-                    return Err(
-                        running.processes[idx].start_failed(format!("exited with {status}"))
-                    );
-                }
-                if process::log_tail(&running.processes[idx].log, 200)
-                    .contains("Starting Kubernetes Scheduler")
-                {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(running.processes[idx]
-                        .start_failed("did not report `Starting Kubernetes Scheduler`"));
-                }
-                tokio::time::sleep(READY_POLL).await;
-            }
+            start_with_port_retry(
+                &mut running,
+                deadline,
+                |_attempt| {
+                    let healthz_port = process::free_port()?;
+                    write(&config_path, &sched.render(&kubeconfig_path, healthz_port)?)?;
+                    let args = vec![
+                        format!("--config={}", config_path.display()),
+                        // No HTTPS serving: nothing scrapes it, and then 1.20 needs no
+                        // certificates or delegated authentication.
+                        "--secure-port=0".to_string(),
+                        "--v=2".to_string(),
+                    ];
+                    let p = ManagedProcess::spawn(
+                        Component::KubeScheduler.name(),
+                        &bins.kube_scheduler,
+                        &args,
+                        &sched_dir,
+                        &sched_dir.join("kube-scheduler.log"),
+                    )?;
+                    Ok((p, healthz_port))
+                },
+                |_port, log| async move {
+                    // Logged once the config is parsed, the client built and the healthz port
+                    // bound; the informers sync right after.
+                    process::log_contains(&log, "insecurely on")
+                },
+            )
+            .await?;
         }
 
         let startup_time = began.elapsed();
@@ -424,7 +420,8 @@ impl ControlPlane {
         })
     }
 
-    /// An admin (`system:masters`) client.
+    /// An admin (`system:masters`) client. It runs on the tokio runtime that called
+    /// `start()`; from another runtime build one with `Client::try_from(cp.kube_config())`.
     pub fn client(&self) -> Client {
         self.client.clone()
     }

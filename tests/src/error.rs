@@ -50,6 +50,9 @@ pub enum Error {
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),
 
+    #[error("cannot build the HTTP request for {0}")]
+    Request(String),
+
     #[error("invalid scheduler configuration: {0}")]
     SchedulerConfig(String),
 }

@@ -20,6 +20,7 @@ mod control_plane;
 mod error;
 mod nodes;
 mod objects;
+mod pdb;
 mod pki;
 mod process;
 mod scheduler;
@@ -32,8 +33,10 @@ pub use nodes::{
     GpuNodeSpec, mark_node_ready, remove_not_ready_taint, set_allocatable, set_gpus_allocatable,
 };
 pub use objects::{
-    GpuPodSpec, create_namespace, create_unique_namespace, pod_node_name, wait_for_pod_bound,
+    GpuPodSpec, create_namespace, create_unique_namespace, mark_pod_running, pod_node_name,
+    wait_for_pod_bound,
 };
+pub use pdb::set_pdb_disruptions_allowed;
 pub use process::pid_alive;
 pub use scheduler::{ExtenderConfig, ExtenderTls, SchedulerConfig};
 pub use wait::{Settled, wait_for};

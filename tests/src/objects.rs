@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Toleration};
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -190,6 +190,30 @@ impl GpuPodSpec {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
         Ok(pods.create(&PostParams::default(), &self.build()?).await?)
     }
+}
+
+/// Plays the kubelet for a bound pod: phase `Running`, Ready, started now. Without it pods
+/// stay `Pending` forever, and 1.20's eviction API ignores PDBs for pending pods.
+pub async fn mark_pod_running(client: &Client, namespace: &str, pod: &str) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition =
+        |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    let patch = json!({
+        "status": {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": [
+                condition("Initialized"),
+                condition("ContainersReady"),
+                condition("Ready"),
+                condition("PodScheduled"),
+            ],
+        }
+    });
+    Ok(pods
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?)
 }
 
 /// `spec.nodeName` of a pod (`None` while unscheduled).

@@ -238,6 +238,11 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// True when the log file contains `needle` (read whole: only used on startup logs).
+pub(crate) fn log_contains(path: &Path, needle: &str) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+}
+
 /// True when the log shows the process failed because its port was taken.
 pub(crate) fn lost_port_race(path: &Path) -> bool {
     log_tail(path, 60).contains("address already in use")

@@ -60,8 +60,9 @@ impl SchedulerConfig {
         self
     }
 
-    /// The YAML document kube-scheduler will read, pointing at `kubeconfig`.
-    pub fn render(&self, kubeconfig: &Path) -> Result<String> {
+    /// The YAML document kube-scheduler will read, pointing at `kubeconfig` and serving
+    /// healthz and metrics on `127.0.0.1:<healthz_port>` (unless the YAML sets them).
+    pub fn render(&self, kubeconfig: &Path, healthz_port: u16) -> Result<String> {
         let mut doc = match &self.source {
             Source::Built { extenders } => {
                 let mut doc = json!({
@@ -99,6 +100,13 @@ impl SchedulerConfig {
             "kubeconfig".to_string(),
             Value::String(kubeconfig.display().to_string()),
         );
+        // With a config file, kube-scheduler 1.20 takes its HTTP healthz/metrics address from
+        // the file, ignores --port=0, rejects port 0 and defaults to 0.0.0.0:10251, which
+        // parallel tests would fight over. So both go to one picked loopback port.
+        let healthz = Value::String(format!("127.0.0.1:{healthz_port}"));
+        for key in ["healthzBindAddress", "metricsBindAddress"] {
+            map.entry(key).or_insert_with(|| healthz.clone());
+        }
         // One scheduler per cluster, and leader election would only add a lease round trip.
         let election = map.entry("leaderElection").or_insert_with(|| json!({}));
         if let Some(election) = election.as_object_mut() {
@@ -263,11 +271,13 @@ mod tests {
     fn built_config_has_extender_and_kubeconfig() {
         let yaml = SchedulerConfig::new()
             .extender(ExtenderConfig::new("http://127.0.0.1:9999").weight(3))
-            .render(Path::new("/tmp/kc"))
+            .render(Path::new("/tmp/kc"), 10999)
             .expect("renders");
         let doc: Value = serde_yaml::from_str(&yaml).expect("valid yaml");
         assert_eq!(doc["clientConnection"]["kubeconfig"], "/tmp/kc");
         assert_eq!(doc["leaderElection"]["leaderElect"], false);
+        assert_eq!(doc["healthzBindAddress"], "127.0.0.1:10999");
+        assert_eq!(doc["metricsBindAddress"], "127.0.0.1:10999");
         let ext = &doc["extenders"][0];
         assert_eq!(ext["urlPrefix"], "http://127.0.0.1:9999");
         assert_eq!(ext["filterVerb"], "filter");
@@ -283,7 +293,7 @@ mod tests {
     fn yaml_config_keeps_explicit_leader_election_and_sets_kubeconfig() {
         let yaml = "apiVersion: kubescheduler.config.k8s.io/v1beta1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: true\nclientConnection:\n  kubeconfig: /elsewhere\n";
         let out = SchedulerConfig::from(yaml)
-            .render(Path::new("/tmp/kc"))
+            .render(Path::new("/tmp/kc"), 10999)
             .expect("renders");
         let doc: Value = serde_yaml::from_str(&out).expect("valid yaml");
         assert_eq!(doc["clientConnection"]["kubeconfig"], "/tmp/kc");
@@ -295,7 +305,7 @@ mod tests {
         let err = SchedulerConfig::from(
             "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n",
         )
-        .render(Path::new("/tmp/kc"))
+        .render(Path::new("/tmp/kc"), 10999)
         .expect_err("v1 is not understood by 1.20");
         assert!(err.to_string().contains("v1beta1"), "{err}");
     }

@@ -167,6 +167,24 @@ async fn scheduler_binds_gpu_pod_to_the_gpu_node() -> Result<()> {
             == Some("low")
     );
 
+    // Its HTTP healthz port is a private loopback one, not 1.20's default 0.0.0.0:10251 that
+    // parallel tests would fight over.
+    let sched_log = std::fs::read_to_string(
+        cp.log_path(gpu_autoscaler_testkit::Component::KubeScheduler)
+            .context("no scheduler log")?,
+    )?;
+    let serving: Vec<&str> = sched_log
+        .lines()
+        .filter(|l| l.contains("insecurely on"))
+        .collect();
+    ensure!(
+        !serving.is_empty()
+            && serving
+                .iter()
+                .all(|l| l.contains("insecurely on 127.0.0.1:") && !l.contains(":10251")),
+        "kube-scheduler listens beyond a private loopback port: {serving:?}"
+    );
+
     let pids: Vec<u32> = cp.pids().iter().map(|p| p.pid).collect();
     ensure!(
         pids.len() == 3,
@@ -271,4 +289,110 @@ async fn a_control_plane_outlives_the_thread_that_started_it() -> Result<()> {
     ensure!(default.metadata.name.as_deref() == Some("default"));
     drop(cp);
     assert_all_gone(&pids).await
+}
+
+#[tokio::test]
+async fn a_failed_start_reports_the_log_and_leaves_nothing() -> Result<()> {
+    let err = ControlPlane::builder()
+        .apiserver_arg("--no-such-flag=1")
+        .start()
+        .await
+        .expect_err("kube-apiserver rejects unknown flags");
+    let message = err.to_string();
+    ensure!(
+        message.contains("kube-apiserver failed to start"),
+        "{message}"
+    );
+    // The tail of the apiserver's own log names the culprit.
+    ensure!(message.contains("no-such-flag"), "{message}");
+
+    // etcd was already running when the apiserver failed: it must be gone, and the temp dir
+    // (<root>/apiserver/<log>) with it. Every child names the root dir on its command line.
+    let gpu_autoscaler_testkit::Error::StartFailed { log, .. } = &err else {
+        anyhow::bail!("unexpected error kind: {err:?}");
+    };
+    let root = log
+        .parent()
+        .and_then(|p| p.parent())
+        .context("log path has no root dir")?
+        .to_string_lossy()
+        .into_owned();
+    ensure!(
+        !std::path::Path::new(&root).exists(),
+        "{root} was left behind"
+    );
+    let strays: Vec<String> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&root))
+        .collect();
+    ensure!(strays.is_empty(), "processes left behind: {strays:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn evictions_under_a_pdb_need_its_status_written() -> Result<()> {
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    GpuNodeSpec::new("gpu-e").gpus(2).create(&client).await?;
+    GpuPodSpec::new("victim", 1)
+        .label("app", "victim")
+        .node_name("gpu-e")
+        .create(&client)
+        .await?;
+    // 1.20 evicts pending pods without consulting PDBs; a kubelet would have started it.
+    gpu_autoscaler_testkit::mark_pod_running(&client, "default", "victim").await?;
+    let pdb = serde_json::json!({
+        "apiVersion": "policy/v1beta1",
+        "kind": "PodDisruptionBudget",
+        "metadata": { "name": "victim", "namespace": "default" },
+        "spec": { "maxUnavailable": 1, "selector": { "matchLabels": { "app": "victim" } } },
+    });
+    let create =
+        http::Request::post("/apis/policy/v1beta1/namespaces/default/poddisruptionbudgets")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&pdb)?)?;
+    let _: serde_json::Value = client.request(create).await?;
+
+    let evict = || -> Result<http::Request<Vec<u8>>> {
+        let body = serde_json::json!({
+            "apiVersion": "policy/v1beta1",
+            "kind": "Eviction",
+            "metadata": { "name": "victim", "namespace": "default" },
+        });
+        Ok(
+            http::Request::post("/api/v1/namespaces/default/pods/victim/eviction")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(&body)?)?,
+        )
+    };
+    // No disruption controller has looked at the PDB yet: the apiserver answers 429, which
+    // kube's client retries with backoff for minutes, so give it a few seconds only.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request::<serde_json::Value>(evict()?),
+    )
+    .await;
+    match refused {
+        Err(_elapsed) => {}
+        Ok(Err(kube::Error::Api(status))) if status.code == 429 => {}
+        Ok(other) => {
+            anyhow::bail!("expected a refusal before the PDB status is written, got {other:?}")
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    ensure!(
+        pods.get_opt("victim").await?.is_some(),
+        "pod was evicted despite the PDB"
+    );
+
+    gpu_autoscaler_testkit::set_pdb_disruptions_allowed(&client, "default", "victim", 1).await?;
+    let _: serde_json::Value = client.request(evict()?).await?;
+    wait_for(Duration::from_secs(10), || async {
+        matches!(pods.get_opt("victim").await, Ok(None))
+    })
+    .await
+    .context("evicted pod was not deleted")?;
+    Ok(())
 }
