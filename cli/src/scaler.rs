@@ -1,0 +1,218 @@
+//! `gpu-autoscaler scaler`: the leader-elected autoscaling controller.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gpu_autoscaler_api::GpuResourceNames;
+use gpu_autoscaler_scaler::controller::{
+    ConfigMapUtilization, LeaseConfig, NoUtilization, Scaler, ScalerConfig, UtilizationSource, http,
+};
+use gpu_autoscaler_scaler::provider::CloudProvider;
+use gpu_autoscaler_scaler::provider::kube::{KubeProvider, KubeProviderConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderChoice {
+    Aws,
+    Gcp,
+    Azure,
+    Kube,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScalerArgs {
+    /// Cloud to drive. `kube` simulates one by creating Node objects (dry runs, tests).
+    #[arg(long, value_enum, env = "GPU_AUTOSCALER_PROVIDER")]
+    pub provider: ProviderChoice,
+    /// Name of the (cluster-scoped) AutoscalingPolicy to execute.
+    #[arg(long, env = "GPU_AUTOSCALER_POLICY")]
+    pub policy: String,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Reconcile at least this often (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Wait this long after a watch event before planning, to batch bursts.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+    /// Leader-election Lease name.
+    #[arg(long, default_value = "gpu-autoscaler-scaler")]
+    pub lease_name: String,
+    /// Leader-election Lease namespace (default: the pod's namespace, else kube-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: the pod name, else host name + pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Act without leader election (a single replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Extra resource names counted as GPUs (a trailing `*` makes a prefix).
+    #[arg(long = "gpu-resource", value_delimiter = ',')]
+    pub gpu_resources: Vec<String>,
+    /// Per-node GPU utilization: `configmap:NAMESPACE/NAME` (entries `<node>: 0..1`) or `none`.
+    #[arg(long, default_value = "none")]
+    pub utilization: String,
+
+    /// kube provider: time from request to Node registration.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub boot_delay: Duration,
+    /// kube provider: time from registration to GPUs allocatable.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub driver_delay: Duration,
+    /// kube provider: catalogue region for instance specs and prices.
+    #[arg(long, default_value = "us-east-1")]
+    pub catalog_region: String,
+    /// kube provider: namespace of its state ConfigMap.
+    #[arg(long, default_value = "kube-system")]
+    pub provider_namespace: String,
+    /// kube provider: name of its state ConfigMap (targets, instances, injected faults).
+    #[arg(long, default_value = "gpu-autoscaler-kube-provider")]
+    pub provider_configmap: String,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, ""), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not running in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "scaler".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let provider: Arc<dyn CloudProvider> = match args.provider {
+        ProviderChoice::Kube => {
+            let p = Arc::new(
+                KubeProvider::new(
+                    client.clone(),
+                    KubeProviderConfig {
+                        namespace: args.provider_namespace.clone(),
+                        configmap: args.provider_configmap.clone(),
+                        boot_delay: args.boot_delay,
+                        driver_delay: args.driver_delay,
+                        region: args.catalog_region.clone(),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("kube provider: {e}"))?,
+            );
+            // The simulated cloud runs in every replica: it is the "cloud", not the controller.
+            tokio::spawn(p.clone().run_simulation(std::future::pending()));
+            p
+        }
+        other => anyhow::bail!(
+            "--provider {other:?}: the cloud SDK providers are not built into this release yet; use --provider kube"
+        ),
+    };
+    let utilization: Arc<dyn UtilizationSource> = match args.utilization.trim() {
+        "none" | "" => Arc::new(NoUtilization),
+        spec => {
+            let (ns, name) = spec
+                .strip_prefix("configmap:")
+                .and_then(|r| r.split_once('/'))
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--utilization configmap:NAMESPACE/NAME or none, got {spec:?}")
+                })?;
+            Arc::new(ConfigMapUtilization::new(client.clone(), ns, name))
+        }
+    };
+    let mut config = ScalerConfig::new(args.policy.clone());
+    config.interval = args.interval;
+    config.debounce = args.debounce;
+    config.gpu_resources = GpuResourceNames::default().with_extra(&args.gpu_resources);
+    if !args.no_leader_election {
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        config.lease = Some(LeaseConfig::new(
+            &args.lease_name,
+            &args.lease_namespace,
+            identity,
+        ));
+    }
+    let scaler = Scaler::new(client, config, provider, utilization);
+    let handle = scaler.handle();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, policy = %args.policy, provider = ?args.provider, "starting scaler");
+    let server = tokio::spawn(async move { axum::serve(listener, http::router(handle)).await });
+    let result = scaler.run(shutdown_signal()).await;
+    server.abort();
+    result.map_err(|e| anyhow::anyhow!("scaler: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
