@@ -119,7 +119,10 @@ pub enum InterruptionSource {
     SpotAdvisor { snapshot_date: String },
     /// No data for this cloud: the median Spot Advisor bucket (us-east-1) of the AWS instance
     /// types with the same GPU model (or of all AWS GPU types when the model has none).
-    AwsProxy { gpu_model: String, aws_types: Vec<String> },
+    AwsProxy {
+        gpu_model: String,
+        aws_types: Vec<String>,
+    },
 }
 
 /// A spot interruption-frequency bucket and the probabilities derived from it.
@@ -223,12 +226,14 @@ impl Catalog {
 
     /// Looks an instance type up; the error lists the known ones.
     pub fn get(&self, name: &str) -> Result<&InstanceType, CatalogError> {
-        self.types.get(name).ok_or_else(|| CatalogError::UnknownInstanceType {
-            cloud: self.cloud,
-            region: self.region.clone(),
-            name: name.to_string(),
-            known: self.types.keys().cloned().collect(),
-        })
+        self.types
+            .get(name)
+            .ok_or_else(|| CatalogError::UnknownInstanceType {
+                cloud: self.cloud,
+                region: self.region.clone(),
+                name: name.to_string(),
+                known: self.types.keys().cloned().collect(),
+            })
     }
 
     /// All instance types, sorted by name.
