@@ -128,7 +128,7 @@ fn no_pre_warm_when_confidence_is_low() {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         let _ = i;
-        if z % 3 == 0 { PEAK_GPUS } else { 0.0 }
+        if z.is_multiple_of(3) { PEAK_GPUS } else { 0.0 }
     };
     let f = trained(erratic, start, monday + Duration::hours(6));
     let probe = f.view(
