@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gpu_autoscaler_api::GpuResourceNames;
+use gpu_autoscaler_scaler::controller::agent_utilization::{
+    DEFAULT_AGENT_PORT, DEFAULT_SCRAPE_TIMEOUT,
+};
 use gpu_autoscaler_scaler::controller::{
-    ConfigMapUtilization, LeaseConfig, NoUtilization, Scaler, ScalerConfig, UtilizationSource, http,
+    AgentUtilization, ConfigMapUtilization, LeaseConfig, NoUtilization, Scaler, ScalerConfig,
+    UtilizationSource, http,
 };
 use gpu_autoscaler_scaler::provider::CloudProvider;
 use gpu_autoscaler_scaler::provider::kube::{KubeProvider, KubeProviderConfig};
@@ -56,9 +60,16 @@ pub struct ScalerArgs {
     /// Extra resource names counted as GPUs (a trailing `*` makes a prefix).
     #[arg(long = "gpu-resource", value_delimiter = ',')]
     pub gpu_resources: Vec<String>,
-    /// Per-node GPU utilization: `configmap:NAMESPACE/NAME` (entries `<node>: 0..1`) or `none`.
+    /// Per-node GPU utilization: `agents[:PORT]` (scrape the node agents on each node's
+    /// InternalIP, default port 9400), `configmap:NAMESPACE/NAME` (entries `<node>: 0..1`) or `none`.
     #[arg(long, default_value = "none")]
     pub utilization: String,
+
+    /// Business-hours time zone of the demand forecaster, as a UTC offset (`+01:00`,
+    /// `-05:00`); weekdays and hours are learned in this local time.
+    #[arg(long, env = "GPU_AUTOSCALER_FORECAST_UTC_OFFSET", default_value = "+00:00",
+          value_parser = gpu_autoscaler_scaler::controller::predictor::parse_utc_offset)]
+    pub forecast_utc_offset: gpu_autoscaler_scaler::controller::predictor::UtcOffset,
 
     /// kube provider: time from request to Node registration.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -148,13 +159,23 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
     };
     let utilization: Arc<dyn UtilizationSource> = match args.utilization.trim() {
         "none" | "" => Arc::new(NoUtilization),
+        spec if spec == "agents" || spec.starts_with("agents:") => {
+            let port = agent_port(spec)?;
+            Arc::new(AgentUtilization::from_nodes(
+                client.clone(),
+                port,
+                DEFAULT_SCRAPE_TIMEOUT,
+            ))
+        }
         spec => {
             let (ns, name) = spec
                 .strip_prefix("configmap:")
                 .and_then(|r| r.split_once('/'))
                 .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
                 .ok_or_else(|| {
-                    anyhow::anyhow!("--utilization configmap:NAMESPACE/NAME or none, got {spec:?}")
+                    anyhow::anyhow!(
+                        "--utilization agents[:PORT], configmap:NAMESPACE/NAME or none, got {spec:?}"
+                    )
                 })?;
             Arc::new(ConfigMapUtilization::new(client.clone(), ns, name))
         }
@@ -163,6 +184,9 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
     config.interval = args.interval;
     config.debounce = args.debounce;
     config.gpu_resources = GpuResourceNames::default().with_extra(&args.gpu_resources);
+    // The scaler's own state (predictor history) lives in its namespace.
+    config.state_namespace = args.lease_namespace.clone();
+    config.forecast_utc_offset = args.forecast_utc_offset;
     if !args.no_leader_election {
         let identity = args.identity.clone().unwrap_or_else(default_identity);
         config.lease = Some(LeaseConfig::new(
@@ -181,6 +205,19 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
     let result = scaler.run(shutdown_signal()).await;
     server.abort();
     result.map_err(|e| anyhow::anyhow!("scaler: {e}"))
+}
+
+/// The agent port of `agents` / `agents:PORT`.
+fn agent_port(spec: &str) -> anyhow::Result<u16> {
+    match spec.strip_prefix("agents").map(|r| r.strip_prefix(':')) {
+        Some(None) if spec == "agents" => Ok(DEFAULT_AGENT_PORT),
+        Some(Some(port)) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| anyhow::anyhow!("--utilization agents:PORT: bad port {port:?}")),
+        _ => anyhow::bail!("--utilization agents[:PORT], got {spec:?}"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -214,5 +251,15 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn agent_ports_parse() {
+        assert_eq!(agent_port("agents").ok(), Some(9400));
+        assert_eq!(agent_port("agents:9500").ok(), Some(9500));
+        assert!(agent_port("agents:").is_err());
+        assert!(agent_port("agents:0").is_err());
+        assert!(agent_port("agents:x").is_err());
+        assert!(agent_port("agentsx").is_err());
     }
 }

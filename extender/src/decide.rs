@@ -322,6 +322,18 @@ pub fn score_node(
     ctx: &ScoreContext<'_>,
     cfg: &Config,
 ) -> Breakdown {
+    score_with(pod, node, now, ctx, cfg, &mut |n| ctx.rates.rate_for(n).0)
+}
+
+/// [`score_node`] with the spot-rate lookup supplied, so [`prioritize`] can memoise it.
+fn score_with<'n>(
+    pod: &PodView,
+    node: &'n NodeView,
+    now: DateTime<Utc>,
+    ctx: &ScoreContext<'_>,
+    cfg: &Config,
+    spot_rate: &mut impl FnMut(&'n NodeView) -> f64,
+) -> Breakdown {
     let PodPolicy::Managed { tiers, priority } = &pod.policy else {
         return Breakdown::ZERO;
     };
@@ -340,8 +352,7 @@ pub fn score_node(
     let packing = Some(packing_score(pod.gpus, node));
     let spot_risk = (*priority == EvictionPriority::High).then(|| {
         if capacity == Some(CapacityType::Spot) {
-            let (rate, _) = ctx.rates.rate_for(node);
-            1.0 - (rate / RATE_CEILING).clamp(0.0, 1.0)
+            1.0 - (spot_rate(node) / RATE_CEILING).clamp(0.0, 1.0)
         } else {
             1.0
         }
@@ -418,8 +429,60 @@ pub fn prioritize<'n>(
     if !matches!(pod.policy, PodPolicy::Managed { .. }) {
         return nodes.into_iter().map(|_| 0).collect();
     }
+    let mut memo = RateMemo::new(ctx.rates);
     nodes
         .into_iter()
-        .map(|n| score_node(pod, n, now, ctx, cfg).score)
+        .map(|n| score_with(pod, n, now, ctx, cfg, &mut |n| memo.rate(n)).score)
         .collect()
+}
+
+/// Remembers spot rates per (pool, instance type, region) within one prioritize call.
+///
+/// A rate lookup hashes up to three strings into the published maps and the advisor table;
+/// thousands of nodes share a handful of such triples, so comparing against the few already
+/// seen (pointer first, then text) is several times cheaper. Bounded, so a cluster with
+/// unusually many distinct triples degrades to plain lookups rather than to a long scan.
+struct RateMemo<'r, 'n> {
+    rates: &'r SpotRates,
+    seen: Vec<(RateKey<'n>, f64)>,
+}
+
+type RateKey<'n> = (Option<&'n str>, Option<&'n str>, Option<&'n str>);
+
+impl<'r, 'n> RateMemo<'r, 'n> {
+    const CAPACITY: usize = 32;
+
+    fn new(rates: &'r SpotRates) -> Self {
+        RateMemo {
+            rates,
+            seen: Vec::new(),
+        }
+    }
+
+    fn rate(&mut self, node: &'n NodeView) -> f64 {
+        let key: RateKey<'n> = (
+            node.pool.as_deref(),
+            node.instance_type.as_deref(),
+            node.region.as_deref(),
+        );
+        if let Some((_, rate)) = self.seen.iter().find(|(k, _)| same_key(k, &key)) {
+            return *rate;
+        }
+        let rate = self.rates.rate_for(node).0;
+        if self.seen.len() < Self::CAPACITY {
+            self.seen.push((key, rate));
+        }
+        rate
+    }
+}
+
+fn same_key(a: &RateKey<'_>, b: &RateKey<'_>) -> bool {
+    fn eq(a: Option<&str>, b: Option<&str>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+    eq(a.0, b.0) && eq(a.1, b.1) && eq(a.2, b.2)
 }

@@ -5,7 +5,7 @@
 //! without a socket. Bodies are decoded by us, not by an axum extractor, so that an undecodable
 //! body still gets a well-formed extender answer (and a log line) instead of axum's 4xx text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use chrono::{DateTime, Utc};
 
 use crate::decide::{self, Config, FailReason, ScoreContext};
@@ -25,7 +26,8 @@ use crate::index::{ClusterIndex, IndexState};
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels, VerbLabels};
 use crate::rates::SpotRates;
 use crate::view::{NodeView, PodPolicy, PodView};
-use crate::wire::{ExtenderArgs, FilterResult, HostPriority, Name, NodeListOut};
+use crate::wire::encode::{self, Failed, Passed};
+use crate::wire::{ExtenderArgs, FilterResult, Name};
 
 /// Source of "now" for decisions (a fixed clock in tests).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -120,7 +122,7 @@ impl Extender {
     /// `POST /filter`. Problems are answered with status 200 and `Error` set, which is how
     /// kube-scheduler expects a filter to fail (it then skips an ignorable extender).
     pub fn handle_filter(&self, body: &[u8]) -> Answer {
-        let args: ExtenderArgs = match serde_json::from_slice(body) {
+        let args = match decode_args(body) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = body.len(), "filter: undecodable ExtenderArgs");
@@ -161,11 +163,8 @@ impl Extender {
         now: DateTime<Utc>,
     ) -> Answer {
         if pod.policy == PodPolicy::PassThrough {
-            let result = FilterResult {
-                nodes: Some(node_list(items.to_vec())),
-                ..Default::default()
-            };
-            return encode_filter(&result, Outcome::PassThrough, items.len());
+            let body = encode::filter_result(Passed::Items(items), &mut Failed::default());
+            return ok_answer(body, Outcome::PassThrough, items.len());
         }
         let views = match self.parse_nodes(items) {
             Ok(v) => v,
@@ -176,25 +175,19 @@ impl Extender {
         };
         let verdicts = decide::filter(pod, views.iter(), now, &self.config);
         let mut passed = Vec::with_capacity(items.len());
-        let mut failed = BTreeMap::new();
-        let mut reasons = ReasonText::default();
+        let mut reasons = ReasonTable::default();
+        let mut failed = Vec::new();
         for ((item, view), verdict) in items.iter().zip(&views).zip(verdicts) {
             match verdict {
                 None => passed.push(*item),
-                Some(r) => {
-                    self.count_filtered(&r);
-                    failed.insert(&*view.name, reasons.text(&r));
-                }
+                Some(r) => failed.push((&*view.name, reasons.index_of(r))),
             }
         }
+        self.count_filtered(&reasons);
         log_decision(pod_name, items.len(), failed.len());
-        let result = FilterResult {
-            nodes: Some(node_list(passed)),
-            failed_nodes: failed.clone(),
-            failed_and_unresolvable_nodes: failed,
-            ..Default::default()
-        };
-        encode_filter(&result, Outcome::Ok, items.len())
+        let mut failed = reasons.into_failed(failed);
+        let body = encode::filter_result(Passed::Items(&passed), &mut failed);
+        ok_answer(body, Outcome::Ok, items.len())
     }
 
     fn filter_cached(
@@ -205,53 +198,46 @@ impl Extender {
         now: DateTime<Utc>,
     ) -> Answer {
         if pod.policy == PodPolicy::PassThrough {
-            let result = FilterResult {
-                node_names: Some(names.iter().map(Name::as_str).collect()),
-                ..Default::default()
-            };
-            return encode_filter(&result, Outcome::PassThrough, names.len());
+            let all: Vec<&str> = names.iter().map(Name::as_str).collect();
+            let body = encode::filter_result(Passed::Names(&all), &mut Failed::default());
+            return ok_answer(body, Outcome::PassThrough, names.len());
         }
-        let state = match self.cache_ready() {
-            Ok(()) => self.index.read(),
-            Err(msg) => {
-                tracing::warn!(pod = %pod_name, "filter: {msg}");
-                return filter_error(msg, Outcome::Error);
-            }
-        };
+        if let Err(msg) = self.cache_ready() {
+            tracing::warn!(pod = %pod_name, "filter: {msg}");
+            return filter_error(msg, Outcome::Error);
+        }
+        // One read guard for the whole decision: lookups, checks and nothing else.
+        let state = self.index.read();
         let views = match lookup_all(&state, names) {
             Ok(v) => v,
             Err(msg) => {
+                drop(state);
                 tracing::warn!(pod = %pod_name, "filter: {msg}");
                 return filter_error(msg, Outcome::Error);
             }
         };
-        let verdicts = decide::filter(pod, views.iter().copied(), now, &self.config);
         let mut passed = Vec::with_capacity(names.len());
-        let mut failed = BTreeMap::new();
-        let mut reasons = ReasonText::default();
-        for (name, verdict) in names.iter().zip(verdicts) {
-            match verdict {
+        let mut reasons = ReasonTable::default();
+        let mut failed = Vec::new();
+        for (name, view) in names.iter().zip(&views) {
+            match decide::check_node(pod, view, now, &self.config) {
                 None => passed.push(name.as_str()),
-                Some(r) => {
-                    self.count_filtered(&r);
-                    failed.insert(name.as_str(), reasons.text(&r));
-                }
+                Some(r) => failed.push((name.as_str(), reasons.index_of(r))),
             }
         }
+        drop(views);
+        drop(state);
+        self.count_filtered(&reasons);
         log_decision(pod_name, names.len(), failed.len());
-        let result = FilterResult {
-            node_names: Some(passed),
-            failed_nodes: failed.clone(),
-            failed_and_unresolvable_nodes: failed,
-            ..Default::default()
-        };
-        encode_filter(&result, Outcome::Ok, names.len())
+        let mut failed = reasons.into_failed(failed);
+        let body = encode::filter_result(Passed::Names(&passed), &mut failed);
+        ok_answer(body, Outcome::Ok, names.len())
     }
 
     /// `POST /prioritize`. Problems are answered with 400 (bad input) or 503 (index not yet
     /// synced); kube-scheduler then ignores this extender's scores for the pod.
     pub fn handle_prioritize(&self, body: &[u8]) -> Answer {
-        let args: ExtenderArgs = match serde_json::from_slice(body) {
+        let args = match decode_args(body) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = body.len(), "prioritize: undecodable ExtenderArgs");
@@ -302,26 +288,17 @@ impl Extender {
                     spread: spread.as_ref(),
                 };
                 let scores = decide::prioritize(&pod_view, views.iter(), now, &ctx, &self.config);
-                let list: Vec<HostPriority> = views
-                    .iter()
-                    .zip(scores)
-                    .map(|(v, score)| HostPriority {
-                        host: &v.name,
-                        score,
-                    })
-                    .collect();
-                encode_scores(&list, outcome_of(&pod_view), views.len())
+                let body = encode::host_priorities(
+                    views.len(),
+                    views.iter().map(|v| &*v.name).zip(scores),
+                );
+                ok_answer(body, outcome_of(&pod_view), views.len())
             }
             (None, Some(names)) => {
                 if pod_view.policy == PodPolicy::PassThrough {
-                    let list: Vec<HostPriority> = names
-                        .iter()
-                        .map(|n| HostPriority {
-                            host: n.as_str(),
-                            score: 0,
-                        })
-                        .collect();
-                    return encode_scores(&list, Outcome::PassThrough, names.len());
+                    let body =
+                        encode::host_priorities(names.len(), names.iter().map(|n| (n.as_str(), 0)));
+                    return ok_answer(body, Outcome::PassThrough, names.len());
                 }
                 if let Err(msg) = self.cache_ready() {
                     tracing::warn!(pod = %pod_display(pod), "prioritize: {msg}");
@@ -345,15 +322,13 @@ impl Extender {
                 };
                 let scores =
                     decide::prioritize(&pod_view, views.iter().copied(), now, &ctx, &self.config);
-                let list: Vec<HostPriority> = names
-                    .iter()
-                    .zip(scores)
-                    .map(|(n, score)| HostPriority {
-                        host: n.as_str(),
-                        score,
-                    })
-                    .collect();
-                encode_scores(&list, Outcome::Ok, names.len())
+                drop(views);
+                drop(state);
+                let body = encode::host_priorities(
+                    names.len(),
+                    names.iter().map(Name::as_str).zip(scores),
+                );
+                ok_answer(body, Outcome::Ok, names.len())
             }
             (None, None) => plain_error(
                 StatusCode::BAD_REQUEST,
@@ -384,13 +359,23 @@ impl Extender {
             .collect()
     }
 
-    fn count_filtered(&self, reason: &FailReason) {
-        self.metrics
-            .filtered
-            .get_or_create(&ReasonLabels {
-                reason: reason.metric_label(),
-            })
-            .inc();
+    /// Adds a request's failed nodes to the metric, once per reason label rather than once
+    /// per node (each update takes the family's lock).
+    fn count_filtered(&self, reasons: &ReasonTable) {
+        let mut per_label: Vec<(&'static str, u64)> = Vec::new();
+        for (reason, _, count) in &reasons.seen {
+            let label = reason.metric_label();
+            match per_label.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += count,
+                None => per_label.push((label, *count)),
+            }
+        }
+        for (reason, n) in per_label {
+            self.metrics
+                .filtered
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(n);
+        }
     }
 
     fn observe(&self, verb: &'static str, answer: &Answer, started: Instant) {
@@ -412,6 +397,17 @@ impl Extender {
     }
 }
 
+/// Decodes `ExtenderArgs`, checking UTF-8 once for the whole body: decoding from bytes would
+/// re-validate every borrowed node name on its own, which at 5,000 names costs about as
+/// much as the filter. A body that is not UTF-8 goes through the byte decoder, so its error
+/// message is serde_json's usual one.
+fn decode_args(body: &[u8]) -> Result<ExtenderArgs<'_>, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 fn outcome_of(pod: &PodView) -> Outcome {
     if matches!(pod.policy, PodPolicy::Managed { .. }) {
         Outcome::Ok
@@ -420,23 +416,48 @@ fn outcome_of(pod: &PodView) -> Outcome {
     }
 }
 
-/// Formats each distinct reason once per request: thousands of nodes usually fail for one or
-/// two reasons.
+/// The distinct failure reasons of one request, each rendered once as a JSON string: thousands
+/// of nodes usually fail for one or two reasons, and every one of them refers to the shared
+/// text by index instead of carrying its own copy.
 #[derive(Default)]
-struct ReasonText {
-    seen: Vec<(FailReason, String)>,
+struct ReasonTable {
+    /// (reason, rendered JSON string literal, nodes failing for it).
+    seen: Vec<(FailReason, Vec<u8>, u64)>,
 }
 
-impl ReasonText {
-    fn text(&mut self, r: &FailReason) -> String {
-        if let Some((_, t)) = self.seen.iter().find(|(k, _)| k == r) {
-            return t.clone();
+impl ReasonTable {
+    /// Only the first this many entries are searched for a match. Reasons that carry a
+    /// per-node termination time are mostly distinct; past this bound each just gets its own
+    /// entry instead of making every lookup scan a long list.
+    const SEARCHED: usize = 16;
+
+    fn index_of(&mut self, r: FailReason) -> u32 {
+        let hit = self
+            .seen
+            .iter()
+            .enumerate()
+            .take(Self::SEARCHED)
+            .find(|(_, (k, _, _))| *k == r)
+            .map(|(i, _)| i);
+        let i = match hit {
+            Some(i) => i,
+            None => {
+                let mut text = Vec::new();
+                encode::json_string(&mut text, &r.to_string());
+                self.seen.push((r, text, 0));
+                self.seen.len() - 1
+            }
+        };
+        self.seen[i].2 += 1;
+        i as u32
+    }
+
+    /// The failed entries with the reason texts they index.
+    fn into_failed<'a>(self, entries: Vec<(&'a str, u32)>) -> Failed<'a> {
+        Failed {
+            entries,
+            reasons: self.seen.into_iter().map(|(_, text, _)| text).collect(),
         }
-        let t = r.to_string();
-        if self.seen.len() < 16 {
-            self.seen.push((r.clone(), t.clone()));
-        }
-        t
     }
 }
 
@@ -465,13 +486,6 @@ fn lookup_all<'s>(state: &'s IndexState, names: &[Name<'_>]) -> Result<Vec<&'s N
     ))
 }
 
-fn node_list(items: Vec<&serde_json::value::RawValue>) -> NodeListOut<'_> {
-    NodeListOut {
-        metadata: BTreeMap::new(),
-        items,
-    }
-}
-
 fn pod_display(pod: &k8s_openapi::api::core::v1::Pod) -> String {
     format!(
         "{}/{}",
@@ -493,12 +507,7 @@ fn filter_error(msg: String, outcome: Outcome) -> Answer {
 
 fn encode_filter(result: &FilterResult<'_>, outcome: Outcome, nodes: usize) -> Answer {
     match serde_json::to_vec(result) {
-        Ok(body) => Answer {
-            status: StatusCode::OK,
-            body,
-            outcome,
-            nodes,
-        },
+        Ok(body) => ok_answer(body, outcome, nodes),
         Err(e) => plain_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("gpu-autoscaler: cannot encode answer: {e}"),
@@ -507,19 +516,12 @@ fn encode_filter(result: &FilterResult<'_>, outcome: Outcome, nodes: usize) -> A
     }
 }
 
-fn encode_scores(list: &[HostPriority<'_>], outcome: Outcome, nodes: usize) -> Answer {
-    match serde_json::to_vec(list) {
-        Ok(body) => Answer {
-            status: StatusCode::OK,
-            body,
-            outcome,
-            nodes,
-        },
-        Err(e) => plain_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("gpu-autoscaler: cannot encode answer: {e}"),
-            Outcome::Error,
-        ),
+fn ok_answer(body: Vec<u8>, outcome: Outcome, nodes: usize) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        body,
+        outcome,
+        nodes,
     }
 }
 
@@ -636,6 +638,13 @@ pub async fn serve_http(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Answers are written in several segments; with Nagle on, the last small one can wait
+    // for the client's delayed ACK (tens of ms), which alone would break a 5 ms p99.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -674,7 +683,11 @@ pub async fn serve(
     }
     tokio::spawn(reload_tls(config.clone(), tls.clone()));
     tracing::info!(%addr, "extender listening (https)");
-    axum_server::bind_rustls(addr, config)
+    // TCP_NODELAY for the same reason as in `serve_http`.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::bind(addr)
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app.into_make_service())
         .await

@@ -256,6 +256,302 @@ fn capacity_on_its_way_is_counted_in_one_plan() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Free room on ready nodes
+// ---------------------------------------------------------------------------------------
+
+/// A ready node of `pool` whose GPUs are already allocatable, with a bound, running pod taking
+/// `used` GPUs (and `cpu` millicores) when `used > 0`.
+fn ready_node_using(vc: &mut VirtualCluster, pool: &str, used: u32, cpu: Option<u64>) -> String {
+    let n = vc.add_ready_node(pool, "p3.16xlarge", None).unwrap();
+    if used > 0 || cpu.is_some() {
+        let mut p = gpu_pod(&format!("on-{n}"), used);
+        p.node = Some(n.clone());
+        p.phase = PodPhase::Running;
+        if let Some(c) = cpu {
+            p.cpu_millis = c;
+        }
+        vc.add_pod(p);
+    }
+    n
+}
+
+/// The plan for `pending` pods on top of `vc` as it stands (no scheduler step in between:
+/// the pods were marked unschedulable before the room on the ready nodes existed).
+fn plan_with_pending(vc: &VirtualCluster, pending_pods: Vec<PodView>) -> Plan {
+    let mut s = vc.snapshot();
+    s.pods.extend(pending_pods);
+    plan(&s)
+}
+
+#[test]
+fn free_gpus_on_ready_nodes_are_used_before_scaling_up() {
+    // (GPUs used on each ready 8-GPU node, pending pod sizes, expected new nodes)
+    let cases: &[(&[u32], &[u32], u32)] = &[
+        (&[2], &[4, 2], 0),
+        (&[2], &[4, 2, 4], 1),
+        (&[0, 0], &[8, 8], 0),
+        (&[0, 0], &[8, 8, 1], 1),
+        (&[8], &[1], 1),
+        (&[7, 7, 7], &[1, 1, 1], 0),
+        (&[7, 7, 7], &[2], 1),
+        (&[5, 6], &[3, 2], 0),
+        (&[], &[8, 8], 2),
+        // The scaler e2e's twenty pods, after its ten nodes turned ready: nothing more.
+        (
+            &[0; 10],
+            &[8, 8, 7, 6, 6, 5, 5, 4, 4, 4, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1],
+            0,
+        ),
+    ];
+    for &(used, sizes, want) in cases {
+        let mut vc = cluster(vec![pool_state(node_pool(
+            "od",
+            OnDemand,
+            0,
+            40,
+            &["p3.16xlarge"],
+            &[],
+        ))]);
+        vc.policy.max_nodes = 40;
+        // Only pending pressure here, not the utilization the bound pods imply.
+        vc.utilization_from_allocation = false;
+        for u in used {
+            ready_node_using(&mut vc, "od", *u, None);
+        }
+        let pods = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, g)| pending(&format!("p{i:02}"), *g))
+            .collect();
+        let p = plan_with_pending(&vc, pods);
+        assert_eq!(added(&p), want, "used {used:?}, pending {sizes:?}");
+        // Pods that found room are not announced as having triggered anything.
+        let triggered: usize = p.scale_ups.iter().map(|s| s.pods.len()).sum();
+        assert!(triggered <= sizes.len());
+        if want == 0 {
+            assert!(p.scale_ups.is_empty());
+            assert!(
+                p.events.iter().all(|e| e.reason != "TriggeredScaleUp"),
+                "used {used:?}, pending {sizes:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ready_node_room_respects_scheduling_constraints() {
+    type Edit = Box<dyn Fn(&mut VirtualCluster, &str, &mut PodView)>;
+    // (case, edit of the cluster (node name) and of the 4-GPU pending pod, expected new nodes)
+    let cases: Vec<(&str, Edit, u32)> = vec![
+        ("fits", Box::new(|_, _, _| {}), 0),
+        (
+            "cordoned node",
+            Box::new(|vc, n, _| {
+                vc.nodes
+                    .iter_mut()
+                    .find(|x| x.name == n)
+                    .unwrap()
+                    .unschedulable = true;
+            }),
+            1,
+        ),
+        (
+            "interruption notice",
+            Box::new(|vc, n, _| {
+                // Without pods of its own, so no replacement capacity muddies the count.
+                vc.pods.retain(|p| p.node.as_deref() != Some(n));
+                vc.interrupt(n, Duration::seconds(600));
+            }),
+            1,
+        ),
+        (
+            "GPUs not yet allocatable (counted as booting, not as free room)",
+            Box::new(|vc, n, _| {
+                let node = vc.nodes.iter_mut().find(|x| x.name == n).unwrap();
+                node.gpus_allocatable = 0;
+            }),
+            0,
+        ),
+        (
+            "node selector",
+            Box::new(|_, _, p| {
+                p.node_selector.insert("team".into(), "vision".into());
+            }),
+            // No pool carries the label either: nothing to add, the pod is reported.
+            0,
+        ),
+        (
+            "required affinity on the instance type",
+            Box::new(|_, _, p| {
+                p.affinity = vec![vec![LabelRequirement {
+                    key: gpu_autoscaler_api::keys::LABEL_INSTANCE_TYPE.into(),
+                    op: SelectorOp::NotIn,
+                    values: vec!["p3.16xlarge".into()],
+                }]];
+            }),
+            0,
+        ),
+        (
+            "untolerated taint",
+            Box::new(|vc, n, _| {
+                vc.nodes
+                    .iter_mut()
+                    .find(|x| x.name == n)
+                    .unwrap()
+                    .taints
+                    .push(Taint {
+                        key: "dedicated".into(),
+                        value: "infra".into(),
+                        effect: gpu_autoscaler_api::policy::TaintEffect::NoSchedule,
+                    });
+            }),
+            1,
+        ),
+        (
+            "tier preference excludes the node's capacity type",
+            Box::new(|vc, n, p| {
+                vc.nodes
+                    .iter_mut()
+                    .find(|x| x.name == n)
+                    .unwrap()
+                    .capacity_type = Some(Spot);
+                *p = with_tiers(p.clone(), &[OnDemand]);
+            }),
+            1,
+        ),
+        (
+            "not enough CPU left",
+            Box::new(|vc, n, _| {
+                let mut hog = gpu_pod("cpu-hog", 0);
+                hog.node = Some(n.to_string());
+                hog.phase = PodPhase::Running;
+                hog.cpu_millis = 62_000;
+                vc.add_pod(hog);
+            }),
+            1,
+        ),
+        (
+            "node being drained for scale-down",
+            Box::new(|vc, n, _| {
+                vc.memory
+                    .nodes
+                    .entry(n.to_string())
+                    .or_default()
+                    .scale_down_started = Some(vc.now);
+            }),
+            1,
+        ),
+        (
+            "other GPU resource",
+            Box::new(|_, _, p| p.gpu_resource = Some("amd.com/gpu".into())),
+            0,
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let mut vc = cluster(vec![pool_state(node_pool(
+            "od",
+            OnDemand,
+            0,
+            10,
+            &["p3.16xlarge"],
+            &[],
+        ))]);
+        let n = ready_node_using(&mut vc, "od", 2, None);
+        let mut pod = pending("waiting", 4);
+        edit(&mut vc, &n, &mut pod);
+        let p = plan_with_pending(&vc, vec![pod]);
+        assert_eq!(added(&p), want, "{name}");
+        if name.contains("selector") || name.contains("affinity") || name.contains("resource") {
+            assert!(
+                p.events.iter().any(|e| e.reason == "NotTriggerScaleUp"),
+                "{name}: {:?}",
+                p.events
+            );
+        }
+    }
+}
+
+#[test]
+fn ready_nodes_of_the_preferred_tier_are_used_first() {
+    let mut vc = cluster(tiered_pools());
+    vc.policy.enable_spot_instances = true;
+    // On-demand node first in the node list: plain first-fit would hand it to the pod that
+    // prefers spot and leave the on-demand-only pod without room.
+    ready_node_using(&mut vc, "od", 0, None);
+    ready_node_using(&mut vc, "spot", 0, None);
+    let pods = vec![
+        with_tiers(pending("a-spot-first", 4), &[Spot, OnDemand]),
+        with_tiers(pending("b-od-only", 4), &[OnDemand]),
+    ];
+    let p = plan_with_pending(&vc, pods);
+    assert_eq!(added(&p), 0, "{:?}", p.scale_ups);
+}
+
+#[test]
+fn unmanaged_ready_nodes_count_as_room() {
+    let mut vc = cluster(vec![pool_state(node_pool(
+        "od",
+        OnDemand,
+        0,
+        10,
+        &["p3.16xlarge"],
+        &[],
+    ))]);
+    let n = ready_node_using(&mut vc, "od", 0, None);
+    // A node someone else provisioned: no pool label, no capacity type.
+    {
+        let node = vc.nodes.iter_mut().find(|x| x.name == n).unwrap();
+        node.pool = None;
+        node.capacity_type = None;
+        node.labels
+            .remove(gpu_autoscaler_api::keys::LABEL_NODE_POOL);
+        node.labels
+            .remove(gpu_autoscaler_api::keys::LABEL_CAPACITY_TYPE);
+    }
+    // The pool never asked for it.
+    vc.pool_mut("od").unwrap().state.target_size = 0;
+    let p = plan_with_pending(&vc, vec![pending("a", 4), pending("b", 4)]);
+    assert_eq!(added(&p), 0);
+    // A pod with an explicit tier can't be sure of a node of unknown capacity type.
+    let p = plan_with_pending(&vc, vec![with_tiers(pending("c", 4), &[OnDemand])]);
+    assert_eq!(added(&p), 1);
+}
+
+#[test]
+fn scale_down_keeps_room_promised_to_pending_pods() {
+    // Node a is idle and underutilized; its pod could move to b only if b's room were not
+    // already promised to a pending pod.
+    let (mut vc, a, b) = scale_down_cluster();
+    vc.policy.pending_pod_timeout_seconds = 0;
+    vc.policy.scale_down_cooldown_seconds = 0;
+    vc.policy.scale_up_cooldown_seconds = 0;
+    vc.memory
+        .nodes
+        .entry(a.clone())
+        .or_default()
+        .underutilized_since = Some(vc.now - Duration::seconds(3600));
+    // b (4 GPUs, 2 used) gets a 2-GPU pending pod that only fits there (selector on b).
+    let mut waiting = gpu_pod("waiting", 2);
+    waiting.unschedulable_since = Some(vc.now - Duration::seconds(60));
+    waiting
+        .node_selector
+        .insert("kubernetes.io/hostname".into(), b.clone());
+    vc.nodes
+        .iter_mut()
+        .find(|x| x.name == b)
+        .unwrap()
+        .labels
+        .insert("kubernetes.io/hostname".into(), b.clone());
+    let p = plan_with_pending(&vc, vec![waiting]);
+    assert_eq!(added(&p), 0);
+    assert!(
+        p.drains.iter().all(|d| d.node != a) && p.terminations.iter().all(|t| t.node != a),
+        "a's pod would need the room promised to the pending pod: {:?}",
+        p.drains
+    );
+}
+
 #[test]
 fn booting_capacity_prevents_duplicate_scale_ups_over_many_plans() {
     let mut vc = cluster(vec![pool_state(node_pool(

@@ -26,7 +26,7 @@ const ANNOTATION_MIRROR: &str = "kubernetes.io/config.mirror";
 /// How long after an interruption warning without a time the node is assumed gone: the
 /// shortest notice a cloud gives (GCP and Azure: 30 s) would be safer, but AWS's two minutes is
 /// what the reference uses for its `kubectl annotate` test recipe.
-const DEFAULT_NOTICE_SECONDS: i64 = 120;
+pub const DEFAULT_NOTICE_SECONDS: i64 = 120;
 
 /// Kubernetes time (jiff) to chrono.
 pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {

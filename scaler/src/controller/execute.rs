@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use gpu_autoscaler_api::EvictionPriority;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::Context;
 use super::metrics::{
-    ActionLabels, DirectionLabels, OperationLabels, ProviderErrorLabels, ResultLabels,
+    ActionLabels, DirectionLabels, DrainLabels, OperationLabels, ProviderErrorLabels, ResultLabels,
 };
 use crate::engine::{
-    DrainCause, Eviction, Plan, ProviderEvent, ProviderEventKind, ScaleUp, Snapshot,
+    DrainCause, Eviction, Plan, ProviderEvent, ProviderEventKind, ScaleUp, ScaleUpCause, Snapshot,
 };
 use crate::provider::{LaunchHint, ProviderError, ProviderErrorKind, ProviderResult};
 
@@ -317,6 +318,21 @@ pub(crate) async fn execute(
                         }
                     }
                 }
+                // Replacement for interrupted nodes: notice → request latency, once per node.
+                for u in ups.iter().filter(|u| u.cause == ScaleUpCause::Replacement) {
+                    for key in &u.pods {
+                        let node = snap
+                            .pods
+                            .iter()
+                            .find(|p| p.namespace == key.namespace && p.name == key.name)
+                            .and_then(|p| p.node.clone());
+                        if let Some(secs) = node
+                            .and_then(|n| ctx.interruptions.replacement_requested(&n, called_at))
+                        {
+                            ctx.metrics.interruption_replacement_latency.observe(secs);
+                        }
+                    }
+                }
                 tracing::info!(pool = name, from = change.previous, to = change.target, reason = %last.reason, "scaled up");
             }
             Err(e) => {
@@ -350,8 +366,13 @@ pub(crate) async fn execute(
 
     // 3. Cordons.
     for c in &plan.cordons {
-        if let Err(e) = set_unschedulable(ctx, &c.node, true).await {
-            tracing::warn!(node = %c.node, error = %e, "cordon failed");
+        match set_unschedulable(ctx, &c.node, true).await {
+            Ok(()) => {
+                if let Some(secs) = ctx.interruptions.cordoned(&c.node, Utc::now()) {
+                    ctx.metrics.interruption_detection_to_cordon.observe(secs);
+                }
+            }
+            Err(e) => tracing::warn!(node = %c.node, error = %e, "cordon failed"),
         }
     }
 
@@ -398,37 +419,68 @@ pub(crate) async fn execute(
             Some(c) => (c.clone(), None),
             None => (ctx.client.clone(), Some(EVICTION_CUTOFF)),
         };
-        let results: Vec<_> = futures::stream::iter(calls)
-            .map(|(node, cause, ev, grace)| {
-                let client = client.clone();
-                async move {
-                    let call = evict(
-                        &client,
-                        version,
-                        &ev.pod.namespace,
-                        &ev.pod.name,
-                        &ev.uid,
-                        grace,
-                    );
-                    let r = match cut_off {
-                        None => call.await,
-                        // A retrying client sits on a 429 for minutes; treat the wait as one.
-                        Some(d) => tokio::time::timeout(d, call).await.unwrap_or((
-                            EvictionResult::PdbBlocked,
-                            Some("no answer in time (client retrying a 429?)".into()),
-                        )),
-                    };
-                    (node, cause, ev, r)
-                }
-            })
-            .buffer_unordered(EVICTION_CONCURRENCY)
-            .collect()
-            .await;
-        for (node, cause, ev, (result, message)) in results {
+        // Waves of one priority at a time, low first: evictions of several priorities can
+        // fall due in the same pass (a late reconcile, a notice inside the margin), and a
+        // higher-priority pod must still never be asked before a lower one.
+        let mut results = Vec::with_capacity(calls.len());
+        for priority in EvictionPriority::ALL {
+            let wave: Vec<_> = calls
+                .iter()
+                .filter(|(_, _, ev, _)| ev.priority == priority)
+                .cloned()
+                .collect();
+            if wave.is_empty() {
+                continue;
+            }
+            let answered: Vec<_> = futures::stream::iter(wave)
+                .map(|(node, cause, ev, grace)| {
+                    let client = client.clone();
+                    async move {
+                        let call = evict(
+                            &client,
+                            version,
+                            &ev.pod.namespace,
+                            &ev.pod.name,
+                            &ev.uid,
+                            grace,
+                        );
+                        let r = match cut_off {
+                            None => call.await,
+                            // A retrying client sits on a 429 for minutes; treat the wait as one.
+                            Some(d) => tokio::time::timeout(d, call).await.unwrap_or((
+                                EvictionResult::PdbBlocked,
+                                Some("no answer in time (client retrying a 429?)".into()),
+                            )),
+                        };
+                        (node, cause, ev, r, Utc::now())
+                    }
+                })
+                .buffer_unordered(EVICTION_CONCURRENCY)
+                .collect()
+                .await;
+            results.extend(answered);
+        }
+        for (node, cause, ev, (result, message), answered_at) in results {
+            if cause == DrainCause::Interruption
+                && matches!(result, EvictionResult::Evicted | EvictionResult::Gone)
+            {
+                ctx.interruptions.evicted(&node, &ev.pod, answered_at);
+            }
             ctx.metrics
                 .evictions
                 .get_or_create(&ResultLabels {
                     result: result.label(),
+                })
+                .inc();
+            ctx.metrics
+                .drain_evictions
+                .get_or_create(&DrainLabels {
+                    cause: match cause {
+                        DrainCause::ScaleDown => "scale-down",
+                        DrainCause::Interruption => "interruption",
+                    },
+                    priority: ev.priority.as_str(),
+                    outcome: result.label(),
                 })
                 .inc();
             let why = match cause {
@@ -556,11 +608,7 @@ pub(crate) async fn execute(
 }
 
 async fn set_unschedulable(ctx: &Context, node: &str, value: bool) -> Result<(), kube::Error> {
-    let current = ctx
-        .nodes
-        .get(&kube::runtime::reflector::ObjectRef::new(node))
-        .and_then(|n| n.spec.as_ref().and_then(|s| s.unschedulable))
-        .unwrap_or(false);
+    let current = ctx.nodes.get(node).is_some_and(|n| n.view.unschedulable);
     if current == value {
         return Ok(());
     }

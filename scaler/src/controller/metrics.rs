@@ -57,6 +57,36 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `gpu_autoscaler_spot_interruptions_total`: per pool and instance type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterruptionLabels {
+    pub pool: String,
+    pub instance_type: String,
+}
+
+/// Interruption rates: `instance_type="all"` is the pool's; `window` is `24h` or `7d`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLabels {
+    pub pool: String,
+    pub instance_type: String,
+    pub window: &'static str,
+}
+
+/// Drain evictions: `cause` (`interruption`, `scale-down`), the pod's eviction `priority`,
+/// and the `outcome` (`evicted`, `pdb_blocked`, `gone`, `error`, `deadline_missed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainLabels {
+    pub cause: &'static str,
+    pub priority: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Interruption drains: `before_deadline` or `after_deadline`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainResultLabels {
+    pub result: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn seconds_histogram() -> Histogram {
@@ -79,7 +109,7 @@ pub struct Metrics {
     pub cluster_utilization: FloatGauge,
     pub pending_pods: Gauge,
     pub underutilized_nodes: Gauge,
-    pub spot_interruptions: Counter,
+    pub spot_interruptions: Family<InterruptionLabels, Counter>,
     pub spot_termination_warnings: Gauge,
     pub spot_savings_percentage: FloatGauge,
     pub estimated_monthly_cost: Family<CapacityLabels, FloatGauge>,
@@ -105,6 +135,12 @@ pub struct Metrics {
     pub caches_synced: Gauge,
     pub cached_pods: Gauge,
     pub cached_nodes: Gauge,
+    // Interruption workflow.
+    pub spot_interruption_rate: Family<RateLabels, FloatGauge>,
+    pub drain_evictions: Family<DrainLabels, Counter>,
+    pub interruption_drain_seconds: Family<DrainResultLabels, Histogram>,
+    pub interruption_detection_to_cordon: Histogram,
+    pub interruption_replacement_latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -165,10 +201,10 @@ impl Metrics {
             "Nodes below scaleDownThreshold (known utilization only)",
             underutilized_nodes.clone(),
         );
-        let spot_interruptions = Counter::default();
+        let spot_interruptions = Family::<InterruptionLabels, Counter>::default();
         r.register(
             "gpu_autoscaler_spot_interruptions",
-            "Spot interruption notices seen on nodes",
+            "Spot interruption notices seen on nodes, by pool and instance type (each node counted once)",
             spot_interruptions.clone(),
         );
         let spot_termination_warnings = Gauge::default();
@@ -316,6 +352,37 @@ impl Metrics {
             "Nodes in the watch cache",
             cached_nodes.clone(),
         );
+        let spot_interruption_rate = Family::<RateLabels, FloatGauge>::default();
+        r.register(
+            "gpu_autoscaler_spot_interruption_rate",
+            "Spot interruptions per node-day over the window (24h, 7d), per pool (instance_type=\"all\") and instance type",
+            spot_interruption_rate.clone(),
+        );
+        let drain_evictions = Family::<DrainLabels, Counter>::default();
+        r.register(
+            "gpu_autoscaler_drain_evictions",
+            "Eviction outcomes of drains by cause, pod eviction priority and outcome",
+            drain_evictions.clone(),
+        );
+        let interruption_drain_seconds: Family<DrainResultLabels, Histogram> =
+            Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        r.register(
+            "gpu_autoscaler_interruption_drain_seconds",
+            "From the scaler seeing an interruption notice to every pod on the node having been asked to stop, by result against the drain deadline",
+            interruption_drain_seconds.clone(),
+        );
+        let interruption_detection_to_cordon = seconds_histogram();
+        r.register(
+            "gpu_autoscaler_interruption_detection_to_cordon_seconds",
+            "From the scaler seeing an interruption notice to its cordon being accepted (nodes the agent already cordoned are not counted)",
+            interruption_detection_to_cordon.clone(),
+        );
+        let interruption_replacement_latency = seconds_histogram();
+        r.register(
+            "gpu_autoscaler_interruption_replacement_seconds",
+            "From the scaler seeing an interruption notice to the replacement capacity request being accepted by the provider",
+            interruption_replacement_latency.clone(),
+        );
         Self {
             registry: r,
             scaling_actions,
@@ -350,6 +417,11 @@ impl Metrics {
             caches_synced,
             cached_pods,
             cached_nodes,
+            spot_interruption_rate,
+            drain_evictions,
+            interruption_drain_seconds,
+            interruption_detection_to_cordon,
+            interruption_replacement_latency,
         }
     }
 
@@ -424,7 +496,16 @@ mod tests {
                 direction: "scale-up",
             })
             .observe(1.0);
+        m.spot_interruptions
+            .get_or_create(&InterruptionLabels {
+                pool: "spot".into(),
+                instance_type: "p3.8xlarge".into(),
+            })
+            .inc();
         let text = m.encode();
+        assert!(text.contains(
+            "gpu_autoscaler_spot_interruptions_total{pool=\"spot\",instance_type=\"p3.8xlarge\"} 1"
+        ));
         for name in [
             "gpu_autoscaler_scaling_actions_total",
             "gpu_autoscaler_scaling_duration_seconds",

@@ -13,19 +13,26 @@
 //! What survives a restart or a leader change: pool cooldowns and back-offs (policy status,
 //! `pools[]`), the global last scale-up/down (status), each node's underutilized-since and
 //! scale-down start (node annotations), and the provider's own targets (the cloud). The
-//! in-process engine memory is rebuilt from those when a replica becomes leader.
+//! in-process engine memory is rebuilt from those when a replica becomes leader. The demand
+//! forecaster's history and the measured node lead time live in a ConfigMap ([`predictor`]).
+//!
+//! Caches: Pods and Nodes are converted to engine views as their watch events arrive
+//! ([`podcache`], [`nodecache`]); no full object is kept (memory: `docs/scaler-bench.md`).
 
+pub mod agent_utilization;
 pub mod convert;
 mod execute;
 pub mod http;
+pub mod interruptions;
 pub mod lease;
 pub mod metrics;
+pub mod nodecache;
 pub mod podcache;
+pub mod predictor;
 mod status;
 pub mod utilization;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +50,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::engine::{self, EngineMemory, PoolState, ProviderEvent, Snapshot};
 use crate::provider::{CloudProvider, ProviderError};
+pub use agent_utilization::AgentUtilization;
 pub use execute::EvictionVersion;
 pub use lease::{Leadership, LeaseConfig};
 pub use metrics::Metrics;
@@ -65,6 +73,13 @@ pub struct ScalerConfig {
     pub reporter: String,
     /// Retry delay after a failed reconcile.
     pub error_requeue: Duration,
+    /// Namespace of the controller's own state (the interruption history ConfigMap).
+    pub state_namespace: String,
+    /// Offset of the business-hours time zone the demand forecaster learns weekdays and hours
+    /// in (a fixed offset; see `forecast::DemandForecaster`).
+    pub forecast_utc_offset: chrono::FixedOffset,
+    /// The predictor's state ConfigMap is written at most this often.
+    pub forecast_persist_every: Duration,
 }
 
 impl ScalerConfig {
@@ -77,6 +92,9 @@ impl ScalerConfig {
             gpu_resources: GpuResourceNames::default(),
             reporter: "gpu-autoscaler-scaler".into(),
             error_requeue: Duration::from_secs(5),
+            state_namespace: "kube-system".into(),
+            forecast_utc_offset: chrono::Offset::fix(&Utc),
+            forecast_persist_every: Duration::from_secs(180),
         }
     }
 }
@@ -142,7 +160,7 @@ pub(crate) struct Context {
     pub utilization: Arc<dyn UtilizationSource>,
     pub metrics: Arc<Metrics>,
     pub pods: podcache::PodCache,
-    pub nodes: Store<Node>,
+    pub nodes: nodecache::NodeCache,
     pub policies: Store<AutoscalingPolicy>,
     pub recorder: Recorder,
     /// Engine memory; `None` until rebuilt from persisted state (start, new leadership).
@@ -158,9 +176,10 @@ pub(crate) struct Context {
     pub gpu_ready_seen: Option<HashSet<String>>,
     /// Nodes whose drain was announced with an Event.
     pub drains_announced: HashSet<String>,
-    /// GPU-ready nodes at the previous reconcile, and when one last appeared.
-    pub gpu_ready_nodes: Option<HashSet<String>>,
-    pub capacity_appeared_at: Option<chrono::DateTime<Utc>>,
+    /// Interruption history (rates) and drain bookkeeping.
+    pub interruptions: interruptions::Tracker,
+    /// Demand forecasts for predictive scaling, persisted in a ConfigMap.
+    pub predictor: predictor::Predictor,
 }
 
 /// A scaler replica: build it, take a [`handle`](Scaler::handle), then [`run`](Scaler::run).
@@ -267,29 +286,26 @@ impl Scaler {
             }
         });
 
-        // Nodes: trigger only when something the engine looks at changed (not heartbeats).
-        let (nodes, node_writer) = reflector::store::<Node>();
-        let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .modify(convert::trim_node)
-            .default_backoff()
-            .reflect(node_writer);
+        // Nodes: converted to compact views on arrival like pods (no reflector of full
+        // objects); trigger only when something the engine looks at changed (not heartbeats).
+        let nodes = nodecache::NodeCache::new(names.clone());
+        let node_stream =
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
         let node_trigger = trigger.clone();
-        let mut signatures: HashMap<String, u64> = HashMap::new();
-        let node_task = tokio::spawn(drive(node_stream, move |ev| match ev {
-            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let sig = node_signature(n);
-                if signatures.insert(name, sig) != Some(sig) {
-                    node_trigger.notify_one();
+        let node_cache = nodes.clone();
+        let node_task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(node_stream);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => {
+                        if node_cache.apply(ev) {
+                            node_trigger.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "node watch error (retrying)"),
                 }
             }
-            watcher::Event::Delete(n) => {
-                signatures.remove(n.metadata.name.as_deref().unwrap_or_default());
-                node_trigger.notify_one();
-            }
-            watcher::Event::InitDone => node_trigger.notify_one(),
-            watcher::Event::Init => {}
-        }));
+        });
 
         // The policy: trigger on spec changes (generation), not on our own status writes.
         let (policies, policy_writer) = reflector::store::<AutoscalingPolicy>();
@@ -334,7 +350,8 @@ impl Scaler {
         let mut shutdown = Box::pin(shutdown);
         let synced = async {
             pods.wait_until_ready().await;
-            tokio::try_join!(nodes.wait_until_ready(), policies.wait_until_ready())
+            nodes.wait_until_ready().await;
+            policies.wait_until_ready().await
         };
         tokio::select! {
             r = synced => {
@@ -359,6 +376,15 @@ impl Scaler {
                 instance: config.lease.as_ref().map(|l| l.identity.clone()),
             },
         );
+        let predictor = predictor::Predictor::new(
+            predictor::StateStore::ConfigMap(Box::new(Api::namespaced(
+                client.clone(),
+                &config.state_namespace,
+            ))),
+            &config.policy,
+            config.forecast_utc_offset,
+            config.forecast_persist_every,
+        );
         let mut ctx = Context {
             client,
             eviction_client,
@@ -377,8 +403,8 @@ impl Scaler {
             scale_up_requests: BTreeMap::new(),
             gpu_ready_seen: None,
             drains_announced: HashSet::new(),
-            gpu_ready_nodes: None,
-            capacity_appeared_at: None,
+            interruptions: interruptions::Tracker::default(),
+            predictor,
         };
 
         let mut next_at = tokio::time::Instant::now();
@@ -389,6 +415,7 @@ impl Scaler {
                 // A future leadership starts from persisted state, not from stale memory.
                 ctx.memory = None;
                 ctx.provider_events.clear();
+                ctx.predictor.reset();
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -460,31 +487,6 @@ where
     let _ = stream.try_next().await;
 }
 
-/// Hash of the node fields the engine reads (status heartbeats don't change it).
-fn node_signature(n: &Node) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let names = GpuResourceNames::default();
-    if let Some(v) = convert::node_view(n, &names, chrono::DateTime::UNIX_EPOCH) {
-        (
-            v.ready,
-            v.gpus_allocatable,
-            v.gpus_capacity,
-            v.unschedulable,
-            &v.pool,
-            &v.provider_id,
-        )
-            .hash(&mut h);
-        v.taints
-            .iter()
-            .map(|t| (&t.key, &t.value))
-            .collect::<Vec<_>>()
-            .hash(&mut h);
-        v.interruption.map(|i| i.termination_time).hash(&mut h);
-        v.labels.iter().collect::<Vec<_>>().hash(&mut h);
-    }
-    h.finish()
-}
-
 fn error_policy(ctx: &Context, e: &ReconcileError) -> Duration {
     tracing::warn!(error = %e, "reconcile failed");
     ctx.metrics
@@ -537,12 +539,8 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
         }
     }
 
-    let names = ctx.config.gpu_resources.clone();
-    let node_objs = ctx.nodes.state();
-    let nodes: Vec<_> = node_objs
-        .iter()
-        .filter_map(|n| convert::node_view(n, &names, now))
-        .collect();
+    let node_objs = ctx.nodes.all();
+    let nodes: Vec<_> = node_objs.iter().map(|n| n.view_at(now)).collect();
     let pod_objs = ctx.pods.all();
     ctx.metrics.cached_pods.set(pod_objs.len() as i64);
     ctx.metrics.cached_nodes.set(node_objs.len() as i64);
@@ -565,8 +563,6 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
     }
     drop(pod_objs);
 
-    let held_until = settle_pending(ctx, &nodes, &mut pods, now);
-
     let managed: Vec<String> = nodes
         .iter()
         .filter(|n| n.pool.is_some())
@@ -574,11 +570,15 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
         .collect();
     let utilization = ctx.utilization.fetch(&managed).await?;
 
-    if ctx.memory.is_none() {
+    let restoring_memory = ctx.memory.is_none();
+    if restoring_memory {
         ctx.memory = Some(status::restore_memory(&policy, &node_objs));
     }
-    let memory = ctx.memory.clone().unwrap_or_default();
-    let snapshot = Snapshot {
+    let mut memory = ctx.memory.clone().unwrap_or_default();
+    // Interruption rates (controller/interruptions.rs): persisted history → pools and memory.
+    interruptions::before_plan(ctx, &nodes, &mut pools, restoring_memory, now).await;
+    interruptions::prepare_memory(ctx, &mut memory);
+    let mut snapshot = Snapshot {
         now,
         policy: spec.clone(),
         pools,
@@ -589,6 +589,12 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
         provider_events: std::mem::take(&mut ctx.provider_events),
         memory: memory.clone(),
     };
+    // Observe demand and forecast (only with enablePredictiveScaling; see predictor.rs).
+    let capacity = crate::forecast::capacity_gpus(&snapshot);
+    snapshot.forecast = ctx
+        .predictor
+        .tick(now, &spec, &snapshot.nodes, &snapshot.pods, capacity)
+        .await;
     let plan_started = Instant::now();
     let plan = engine::plan(&snapshot);
     ctx.metrics
@@ -603,6 +609,8 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
     } else {
         execute::Outcome::default()
     };
+    interruptions::after_plan(ctx, &snapshot, &plan).await;
+    ctx.predictor.persist(now).await;
 
     ctx.memory = Some(plan.memory.clone());
     status::persist_node_memory(ctx, &node_objs, &memory, &plan.memory).await;
@@ -620,66 +628,11 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
     .await?;
 
     let mut next = outcome.requeue;
-    if let Some(t) = held_until {
-        let wait = (t - now).to_std().unwrap_or_default() + Duration::from_millis(100);
-        next = Some(next.map_or(wait, |n| n.min(wait)));
-    }
     if !ctx.provider_events.is_empty() {
         // Re-plan at once so the engine can fall back to another pool.
         next = Some(Duration::from_millis(100));
     }
     Ok(next)
-}
-
-/// How long pods that were unschedulable before new GPU capacity became allocatable are held
-/// back from the engine: the scheduler retries them on node events, but with a per-pod
-/// back-off of up to 10 s in Kubernetes 1.20.
-pub const SCHEDULER_SETTLE: Duration = Duration::from_secs(12);
-
-/// Holds back pending pods the scheduler hasn't retried since GPU capacity appeared.
-///
-/// A pod's `Unschedulable` condition says it didn't fit *when the scheduler last tried*. When
-/// a node turns GPU-ready afterwards, the engine would see a pod that "doesn't fit" next to a
-/// node with free GPUs and ask for more nodes; the scheduler is about to place it there. So for
-/// [`SCHEDULER_SETTLE`] after new capacity appears, pods unschedulable since before it are not
-/// counted as pending. Pods that still don't fit afterwards count with their original time.
-/// Returns the end of the hold while one is active.
-fn settle_pending(
-    ctx: &mut Context,
-    nodes: &[engine::NodeView],
-    pods: &mut [engine::PodView],
-    now: chrono::DateTime<Utc>,
-) -> Option<chrono::DateTime<Utc>> {
-    let ready: HashSet<String> = nodes
-        .iter()
-        .filter(|n| n.ready && n.gpus_allocatable > 0 && !n.unschedulable)
-        .map(|n| n.name.clone())
-        .collect();
-    if let Some(previous) = &ctx.gpu_ready_nodes
-        && ready.iter().any(|n| !previous.contains(n))
-    {
-        ctx.capacity_appeared_at = Some(now);
-    }
-    ctx.gpu_ready_nodes = Some(ready);
-    let appeared = ctx.capacity_appeared_at?;
-    let until = appeared + chrono::Duration::from_std(SCHEDULER_SETTLE).unwrap_or_default();
-    if now >= until {
-        return None;
-    }
-    let mut held = 0;
-    for p in pods.iter_mut().filter(|p| p.node.is_none()) {
-        if p.unschedulable_since.is_some_and(|s| s <= appeared) {
-            p.unschedulable_since = None;
-            held += 1;
-        }
-    }
-    (held > 0).then(|| {
-        tracing::debug!(
-            held,
-            "pending pods held back while the scheduler catches up with new capacity"
-        );
-        until
-    })
 }
 
 /// Node annotation keys the controller writes (for docs and tests).

@@ -9,15 +9,14 @@ use gpu_autoscaler_api::policy::{Condition, SpotInterruptionStatus};
 use gpu_autoscaler_api::{AutoscalingPolicy, AutoscalingPolicyStatus, CapacityType};
 use gpu_autoscaler_catalog::HOURS_PER_MONTH;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use serde_json::{Value, json};
 
 use super::Context;
-use super::convert::{
-    ANNOTATION_SCALE_DOWN_STARTED, ANNOTATION_UNDERUTILIZED_SINCE, node_memory_annotations,
-};
+use super::convert::{ANNOTATION_SCALE_DOWN_STARTED, ANNOTATION_UNDERUTILIZED_SINCE};
 use super::metrics::{CapacityLabels, PoolLabels};
+use super::nodecache::CachedNode;
 use crate::engine::{EngineMemory, EventObject, EventType, NodeMemory, Plan, PoolMemory, Snapshot};
 
 /// Node annotation: when the engine first handled the node's interruption notice.
@@ -30,7 +29,10 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Rebuilds the engine's memory from what earlier leaders persisted.
-pub(crate) fn restore_memory(policy: &AutoscalingPolicy, nodes: &[Arc<Node>]) -> EngineMemory {
+pub(crate) fn restore_memory(
+    policy: &AutoscalingPolicy,
+    nodes: &[Arc<CachedNode>],
+) -> EngineMemory {
     let status = policy.status.clone().unwrap_or_default();
     let pools = status
         .pools
@@ -53,21 +55,17 @@ pub(crate) fn restore_memory(policy: &AutoscalingPolicy, nodes: &[Arc<Node>]) ->
     let node_memory = nodes
         .iter()
         .filter_map(|n| {
-            let (underutilized_since, scale_down_started) = node_memory_annotations(n);
-            let interruption_handled = n
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_INTERRUPTION_HANDLED))
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc));
-            let m = NodeMemory {
-                underutilized_since,
-                scale_down_started,
-                interruption_handled,
+            let parse = |s: &Option<String>| {
+                s.as_deref()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+                    .map(|t| t.with_timezone(&Utc))
             };
-            let name = n.metadata.name.clone()?;
-            (m != NodeMemory::default()).then_some((name, m))
+            let m = NodeMemory {
+                underutilized_since: parse(&n.underutilized_since),
+                scale_down_started: parse(&n.scale_down_started),
+                interruption_handled: parse(&n.interruption_handled),
+            };
+            (m != NodeMemory::default()).then(|| (n.name().to_string(), m))
         })
         .collect();
     EngineMemory {
@@ -77,33 +75,49 @@ pub(crate) fn restore_memory(policy: &AutoscalingPolicy, nodes: &[Arc<Node>]) ->
         last_scale_down_reason: status.last_scale_down_reason.clone(),
         pools,
         nodes: node_memory,
-        pre_warm: None,
+        // A pre-warm hold outlives a restart: the status shows what was held and until when.
+        pre_warm: status.predictive.as_ref().and_then(|p| {
+            let gpus = p.predicted_gpus.filter(|g| g.is_finite() && *g > 0.0)?;
+            p.pre_warming.then_some(crate::engine::PreWarmHold {
+                gpus: gpus.ceil().min(f64::from(u32::MAX)) as u32,
+                hold_until: p.hold_until?,
+            })
+        }),
     }
 }
 
 /// Writes per-node memory into node annotations where it changed.
 pub(crate) async fn persist_node_memory(
     ctx: &Context,
-    nodes: &[Arc<Node>],
+    nodes: &[Arc<CachedNode>],
     before: &EngineMemory,
     after: &EngineMemory,
 ) {
     let api: kube::Api<Node> = kube::Api::all(ctx.client.clone());
     for n in nodes {
-        let Some(name) = n.metadata.name.as_deref() else {
-            continue;
-        };
-        let annotations = n.metadata.annotations.clone().unwrap_or_default();
+        let name = n.name();
         let m = after.nodes.get(name).cloned().unwrap_or_default();
         let mut patch = serde_json::Map::new();
-        for (key, value) in [
-            (ANNOTATION_UNDERUTILIZED_SINCE, m.underutilized_since),
-            (ANNOTATION_SCALE_DOWN_STARTED, m.scale_down_started),
-            (ANNOTATION_INTERRUPTION_HANDLED, m.interruption_handled),
+        for (key, value, have) in [
+            (
+                ANNOTATION_UNDERUTILIZED_SINCE,
+                m.underutilized_since,
+                &n.underutilized_since,
+            ),
+            (
+                ANNOTATION_SCALE_DOWN_STARTED,
+                m.scale_down_started,
+                &n.scale_down_started,
+            ),
+            (
+                ANNOTATION_INTERRUPTION_HANDLED,
+                m.interruption_handled,
+                &n.interruption_handled,
+            ),
         ] {
             let want = value.map(rfc3339);
             // Compare at the annotation's (second) precision so we don't rewrite every time.
-            let have = annotations.get(key).cloned();
+            let have = have.clone();
             if want != have {
                 patch.insert(key.to_string(), want.map_or(Value::Null, Value::String));
             }
@@ -193,9 +207,49 @@ pub(crate) async fn publish(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+    // kube-apiserver before 1.22 rejects events.k8s.io/v1 Events about cluster-scoped objects
+    // ("involvedObject.namespace does not match event.namespace"), so Node events go through
+    // core/v1 in `default`, where `kubectl describe node` finds them on every version.
+    let published = if reference.kind.as_deref() == Some("Node") {
+        publish_core_event(ctx, &reference, &ev).await
+    } else {
+        ctx.recorder.publish(&ev, &reference).await
+    };
+    if let Err(e) = published {
         tracing::debug!(error = %e, reason, "publishing event failed");
     }
+}
+
+async fn publish_core_event(
+    ctx: &Context,
+    reference: &ObjectReference,
+    ev: &Event,
+) -> Result<(), kube::Error> {
+    let now = Utc::now();
+    let name = format!(
+        "{}.{:x}",
+        reference.name.as_deref().unwrap_or("node"),
+        now.timestamp_nanos_opt().unwrap_or_default()
+    );
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": "default" },
+        "involvedObject": reference,
+        "reason": ev.reason,
+        "message": ev.note,
+        "action": ev.action,
+        "type": if ev.type_ == KubeEventType::Warning { "Warning" } else { "Normal" },
+        "firstTimestamp": rfc3339(now),
+        "lastTimestamp": rfc3339(now),
+        "count": 1,
+        "source": { "component": ctx.config.reporter },
+        "reportingComponent": ctx.config.reporter,
+        "reportingInstance": ctx.config.lease.as_ref().map_or(ctx.config.reporter.as_str(), |l| l.identity.as_str()),
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(ctx.client.clone(), "default")
+        .create(&PostParams::default(), &event)
+        .await?;
+    Ok(())
 }
 
 /// Emits the plan's events.
@@ -268,7 +322,7 @@ pub(crate) fn update_metrics(
     ctx: &mut Context,
     snap: &Snapshot,
     plan: &Plan,
-    before: &EngineMemory,
+    _before: &EngineMemory,
 ) {
     let m = &ctx.metrics;
     let s = &plan.status;
@@ -289,20 +343,8 @@ pub(crate) fn update_metrics(
     m.underutilized_nodes.set(i64::from(s.underutilized_nodes));
     m.spot_termination_warnings
         .set(i64::from(s.active_termination_warnings));
-    let new_notices = plan
-        .memory
-        .nodes
-        .iter()
-        .filter(|(name, nm)| {
-            nm.interruption_handled.is_some()
-                && before
-                    .nodes
-                    .get(*name)
-                    .and_then(|b| b.interruption_handled)
-                    .is_none()
-        })
-        .count();
-    m.spot_interruptions.inc_by(new_notices as u64);
+    // gpu_autoscaler_spot_interruptions_total is counted per pool and instance type in
+    // `interruptions::after_plan`, where each node's notice is recorded once.
     let (cost, savings, spot_pct) = costs(ctx, snap);
     for (ct, c) in &cost {
         m.estimated_monthly_cost

@@ -63,7 +63,8 @@ pub fn scale_down_evictions(now: DateTime<Utc>, pods: &[&PodView]) -> Vec<Evicti
         .collect()
 }
 
-/// Interruption drain fitted inside the notice (see the module documentation).
+/// Interruption drain fitted inside the notice (see the module documentation). `now` is when
+/// the notice was first handled: later plans pass the same time, so the waves stay put.
 /// `graceful = false` (policy `spot.gracefulEviction: false`) asks every pod at once.
 pub fn interruption_evictions(
     now: DateTime<Utc>,

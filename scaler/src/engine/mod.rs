@@ -20,8 +20,13 @@
 //! # Decision rules (thresholds from the policy)
 //! - **Pending pods** count when GPU-requesting, unbound and `Unschedulable` for at least
 //!   `pendingPodTimeoutSeconds`. They are packed first-fit-decreasing (GPUs, CPU, memory)
-//!   onto capacity already on its way (instances in flight, registered nodes without
-//!   allocatable GPUs, counted at their template's GPUs), then onto new nodes. A pod no pool
+//!   first onto the free room of ready nodes (GPU-ready, not cordoned, no interruption
+//!   notice, not being drained; managed or not; allocatable minus bound pods' requests;
+//!   same selector, affinity, taint, tier and GPU-resource rules, the pod's most preferred
+//!   capacity type first): a pod such a node can take causes no scale-up, because the
+//!   scheduler places it there on its next retry. Then onto capacity already on its way
+//!   (instances in flight, registered nodes without allocatable GPUs, counted at their
+//!   template's GPUs), then onto new nodes. A pod no pool
 //!   template could ever run (selector, affinity, taints, tier, size) gets a
 //!   `NotTriggerScaleUp` event and causes nothing.
 //! - **Template choice**: least GPU waste for the GPUs still to place, then the bigger node,

@@ -4,7 +4,8 @@
 //!    (requests older than `maxNodeProvisionTimeSeconds` count as failed and are dropped);
 //! 3. interruptions: cordon, priority drain fitted in the notice, replacement at once;
 //! 4. minimums (pool `minSize`, global `minNodes`), never blocked by cooldowns;
-//! 5. pending pods: first-fit-decreasing onto capacity in flight, then onto new nodes;
+//! 5. pending pods: first-fit-decreasing onto free room on ready nodes, then onto capacity in
+//!    flight, then onto new nodes;
 //! 6. utilization pressure, 7. predictive pre-warm;
 //! 8. scale-down (continuing drains always; new candidates only in a quiet plan);
 //! 9. status.
@@ -56,6 +57,20 @@ struct Bin {
     opened: Option<usize>,
 }
 
+/// A registered, GPU-ready, schedulable node, with the room its bound pods leave.
+///
+/// Pending pods are placed here before anything is counted as missing: a pod marked
+/// `Unschedulable` before a node turned GPU-ready (or that the scheduler simply hasn't
+/// retried yet) is about to land on that node, and asking the cloud for another one would
+/// over-provision.
+#[derive(Debug, Clone)]
+struct ReadyBin<'a> {
+    node: &'a NodeView,
+    /// The node's capacity type, else its pool's (for tier preferences).
+    capacity_type: Option<CapacityType>,
+    free: Res,
+}
+
 /// Whether a shape may take the node being placed.
 type ShapeFilter<'f> = dyn Fn(usize, &Shapes) -> bool + 'f;
 
@@ -103,6 +118,12 @@ struct Ctx<'a> {
     pool_index: BTreeMap<&'a str, usize>,
     shapes: Shapes,
     bins: Vec<Bin>,
+    /// Ready nodes pods could go to now (see [`ReadyBin`]); the scale-down simulation starts
+    /// from the room packing left on them.
+    ready: Vec<ReadyBin<'a>>,
+    ready_index: BTreeMap<&'a str, usize>,
+    /// Indices into `ready` that still have free GPUs and may take pending pods.
+    ready_open: Vec<usize>,
     opened: Vec<Opened>,
     mem: EngineMemory,
     plan: Plan,
@@ -239,6 +260,9 @@ impl<'a> Ctx<'a> {
             pool_index,
             shapes,
             bins: Vec::new(),
+            ready: Vec::new(),
+            ready_index: BTreeMap::new(),
+            ready_open: Vec::new(),
             opened: Vec::new(),
             mem,
             plan,
@@ -390,6 +414,7 @@ impl<'a> Ctx<'a> {
     fn account_pools(&mut self) {
         let now = self.now;
         let max_provision = secs(self.p.max_node_provision_time_seconds);
+        self.account_ready_nodes();
         // Registered nodes per pool; nodes still waiting for GPUs become bins.
         for n in &self.snap.nodes {
             let Some(pi) = self.pool_of(n) else { continue };
@@ -568,6 +593,111 @@ impl<'a> Ctx<'a> {
         };
     }
 
+    /// Ready bins: every GPU-ready node that is schedulable (not cordoned, no interruption
+    /// notice), managed or not, with allocatable minus the requests of its bound pods. Nodes
+    /// being drained for scale-down take nothing new.
+    fn account_ready_nodes(&mut self) {
+        let snap = self.snap;
+        for n in &snap.nodes {
+            if !gpu_ready(n) || n.unschedulable || n.interruption.is_some() {
+                continue;
+            }
+            let mut free = Res {
+                gpus: n.gpus_allocatable,
+                cpu: n.cpu_millis_allocatable,
+                mem: n.memory_bytes_allocatable,
+            };
+            for p in self.pods_by_node.get(n.name.as_str()).into_iter().flatten() {
+                free.take(&Res::of_pod(p));
+            }
+            let capacity_type = n.capacity_type.or_else(|| {
+                self.pool_of(n)
+                    .map(|pi| self.pools[pi].state.spec.capacity_type)
+            });
+            let draining = self
+                .mem
+                .nodes
+                .get(&n.name)
+                .is_some_and(|m| m.scale_down_started.is_some());
+            let idx = self.ready.len();
+            if free.gpus > 0 && !draining {
+                self.ready_open.push(idx);
+            }
+            self.ready_index.insert(n.name.as_str(), idx);
+            self.ready.push(ReadyBin {
+                node: n,
+                capacity_type,
+                free,
+            });
+        }
+    }
+
+    /// A ready node with room for `pod` (see [`ReadyBin`]): among the compatible ones, the
+    /// first of the pod's most preferred capacity type. `known[sig]` caches compatibility per
+    /// (signature, ready node): 0 unknown, 1 compatible, 2 not.
+    fn fit_ready(
+        &mut self,
+        pod: &PodView,
+        sig: usize,
+        need: &Res,
+        known: &mut Vec<Vec<u8>>,
+    ) -> Option<usize> {
+        if self.ready_open.is_empty() {
+            return None;
+        }
+        if known.len() <= sig {
+            known.resize_with(sig + 1, Vec::new);
+        }
+        let row = &mut known[sig];
+        if row.is_empty() {
+            row.resize(self.ready.len(), 0);
+        }
+        let rank = |ct: Option<CapacityType>| {
+            ct.and_then(|ct| pod.tier_preference.iter().position(|x| *x == ct))
+                .unwrap_or(0)
+        };
+        let mut best: Option<(usize, usize)> = None; // (rank, position in ready_open)
+        let mut k = 0;
+        while k < self.ready_open.len() {
+            let ri = self.ready_open[k];
+            let b = &self.ready[ri];
+            if b.free.gpus == 0 {
+                self.ready_open.swap_remove(k);
+                continue;
+            }
+            k += 1;
+            if !b.free.fits(need) {
+                continue;
+            }
+            if row[ri] == 0 {
+                let face = NodeFace {
+                    labels: &b.node.labels,
+                    taints: &b.node.taints,
+                    capacity_type: b.capacity_type,
+                    gpu_resource: b.node.gpu_resource.as_deref(),
+                };
+                row[ri] = if matching::check(pod, &face).is_ok() {
+                    1
+                } else {
+                    2
+                };
+            }
+            if row[ri] != 1 {
+                continue;
+            }
+            let r = rank(b.capacity_type);
+            if best.is_none_or(|(br, _)| r < br) {
+                best = Some((r, ri));
+                if r == 0 {
+                    break;
+                }
+            }
+        }
+        let (_, ri) = best?;
+        self.ready[ri].free.take(need);
+        Some(ri)
+    }
+
     /// The shape of `template` in `zone` (falls back to the "any zone" shape).
     fn shape_for(&self, pool: usize, template: usize, zone: Option<&str>) -> usize {
         let list = &self.shapes.by_pool[pool];
@@ -628,8 +758,18 @@ impl<'a> Ctx<'a> {
                 });
             }
             if !movable.is_empty() {
+                // The waves are timed from when the notice was first handled, not from this
+                // plan: re-timing them on every plan would push the high wave towards the
+                // deadline, plan after plan.
+                let anchor = self
+                    .mem
+                    .nodes
+                    .get(&n.name)
+                    .and_then(|m| m.interruption_handled)
+                    .filter(|t| *t <= now)
+                    .unwrap_or(now);
                 let evictions = drain::interruption_evictions(
-                    now,
+                    anchor,
                     notice.termination_time,
                     margin,
                     self.p.spot.graceful_eviction,
@@ -782,7 +922,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// First-fit decreasing of `pods` onto open bins, then onto new nodes. Returns the pods
+    /// First-fit decreasing of `pods` onto free room of ready nodes, then onto open bins
+    /// (capacity on its way or opened by this plan), then onto new nodes. Returns the pods
     /// that found no place, with the reason.
     fn place_pods(
         &mut self,
@@ -810,8 +951,14 @@ impl<'a> Ctx<'a> {
             remaining[*sig] += u64::from(p.gpus);
         }
         let mut unplaced = Vec::new();
+        let mut ready_known: Vec<Vec<u8>> = Vec::new();
         for (pod, sig) in items {
             remaining[sig] = remaining[sig].saturating_sub(u64::from(pod.gpus));
+            let need = Res::of_pod(pod);
+            // 0. Room on a node that is ready now: the scheduler will put it there.
+            if self.fit_ready(pod, sig, &need, &mut ready_known).is_some() {
+                continue;
+            }
             let compat = &cache.compat[sig];
             if compat.pools.is_empty() {
                 let why = compat
@@ -821,7 +968,6 @@ impl<'a> Ctx<'a> {
                 unplaced.push((pod, format!("no node pool can ever run it: {why}")));
                 continue;
             }
-            let need = Res::of_pod(pod);
             let ok = |si: usize| compat.shape_ok[si] && avoid.is_none_or(|a| !a[si]);
             // 1. Capacity already on its way or opened by this plan.
             let mut placed = false;
@@ -1452,15 +1598,11 @@ impl<'a> Ctx<'a> {
             {
                 continue;
             }
-            let mut r = Res {
-                gpus: n.gpus_allocatable,
-                cpu: n.cpu_millis_allocatable,
-                mem: n.memory_bytes_allocatable,
+            // The room packing left: pending pods placed on ready nodes are not displaced.
+            let Some(&ri) = self.ready_index.get(n.name.as_str()) else {
+                continue;
             };
-            for p in self.pods_by_node.get(n.name.as_str()).into_iter().flatten() {
-                r.take(&Res::of_pod(p));
-            }
-            free.insert(n.name.as_str(), r);
+            free.insert(n.name.as_str(), self.ready[ri].free);
         }
         let node_by_name: BTreeMap<&str, &NodeView> = self
             .snap
