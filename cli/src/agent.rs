@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::duration::parse_duration;
 use anyhow::Context as _;
 use gpu_autoscaler_agent::cloud::{self, Cloud};
 use gpu_autoscaler_agent::run::{AgentConfig, Endpoints};
@@ -71,46 +72,6 @@ pub struct AgentArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `90s`, `10m`, `1h`, `1h30m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("invalid duration {s:?}"));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 5s, 500ms, 1m30s"))?;
-        num.clear();
-        total += match c {
-            's' => n,
-            'm' => n * 60,
-            'h' => n * 3600,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unit {c:?} is not ms, s, m or h"
-                ));
-            }
-        };
-    }
-    if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: {num} has no unit"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -163,46 +124,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         client,
         Arc::new(NvmlReader::new()),
         listener,
-        shutdown_signal(),
+        crate::shutdown::signal(),
         |_| {},
     )
     .await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5x").is_err());
-    }
 }

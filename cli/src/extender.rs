@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::duration::parse_duration;
 use anyhow::Context as _;
 use gpu_autoscaler_api::{CapacityType, GpuResourceNames};
 use gpu_autoscaler_extender::server::{Extender, TlsFiles};
@@ -57,42 +58,6 @@ pub struct ExtenderArgs {
     /// Kubeconfig file; otherwise KUBECONFIG, ~/.kube/config or in-cluster.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-}
-
-/// Parses `90s`, `10m`, `1h`, `1h30m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 10m, 1h30m"))?;
-        num.clear();
-        total += match c {
-            's' => n,
-            'm' => n * 60,
-            'h' => n * 3600,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unit {c:?} is not one of s, m, h"
-                ));
-            }
-        };
-    }
-    if !num.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: {num} has no unit (s, m, h)"
-        ));
-    }
-    Ok(Duration::from_secs(total))
 }
 
 fn parse_unknown_capacity(s: &str) -> anyhow::Result<Option<CapacityType>> {
@@ -192,45 +157,13 @@ pub async fn run(args: ExtenderArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, node_cache = args.node_cache, https = tls.is_some(),
         horizon_s = args.interruption_horizon.as_secs(), "starting extender");
     let app = gpu_autoscaler_extender::router(ext);
-    gpu_autoscaler_extender::serve(args.listen, tls, app, shutdown_signal()).await?;
+    gpu_autoscaler_extender::serve(args.listen, tls, app, crate::shutdown::signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("10d").unwrap_err().contains("unit"));
-        assert!(parse_duration("10m5").unwrap_err().contains("no unit"));
-    }
 
     #[test]
     fn unknown_capacity_values() {

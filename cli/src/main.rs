@@ -4,10 +4,12 @@
 mod agent;
 mod certs;
 mod crd;
+mod duration;
 mod extender;
 mod logging;
 mod predict;
 mod scaler;
+mod shutdown;
 mod simulate;
 mod webhook;
 

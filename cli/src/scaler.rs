@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::duration::parse_duration;
 use anyhow::Context as _;
-use gpu_autoscaler_api::GpuResourceNames;
+use gpu_autoscaler_api::policy::ProviderKind;
+use gpu_autoscaler_api::{AutoscalingPolicy, GpuResourceNames};
 use gpu_autoscaler_scaler::controller::agent_utilization::{
     DEFAULT_AGENT_PORT, DEFAULT_SCRAPE_TIMEOUT,
 };
 use gpu_autoscaler_scaler::controller::{
-    AgentUtilization, ConfigMapUtilization, LeaseConfig, NoUtilization, Scaler, ScalerConfig,
-    UtilizationSource, http,
+    AgentUtilization, ConfigMapUtilization, LeaseConfig, Metrics, NoUtilization, Scaler,
+    ScalerConfig, UtilizationSource, http,
 };
 use gpu_autoscaler_scaler::provider::CloudProvider;
 use gpu_autoscaler_scaler::provider::kube::{KubeProvider, KubeProviderConfig};
@@ -88,26 +90,6 @@ pub struct ScalerArgs {
     pub provider_configmap: String,
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, ""), |i| s.split_at(i));
-    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1000.0,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -133,6 +115,7 @@ fn default_identity() -> String {
 
 pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
+    let cloud_options = gpu_autoscaler_clouds::ProviderOptions::default();
     let provider: Arc<dyn CloudProvider> = match args.provider {
         ProviderChoice::Kube => {
             let p = Arc::new(
@@ -153,9 +136,22 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
             tokio::spawn(p.clone().run_simulation(std::future::pending()));
             p
         }
-        other => anyhow::bail!(
-            "--provider {other:?}: the cloud SDK providers are not built into this release yet; use --provider kube"
-        ),
+        cloud => {
+            let kind = match cloud {
+                ProviderChoice::Aws => ProviderKind::Aws,
+                ProviderChoice::Gcp => ProviderKind::Gcp,
+                _ => ProviderKind::Azure,
+            };
+            // The cloud provider maps pools to groups from the policy's aws/gcp/azure block,
+            // read once at start: a changed mapping takes a restart (the Deployment rolls).
+            let policy = kube::Api::<AutoscalingPolicy>::all(client.clone())
+                .get(&args.policy)
+                .await
+                .with_context(|| format!("reading AutoscalingPolicy {}", args.policy))?;
+            gpu_autoscaler_clouds::build_provider(kind, &policy.spec, &cloud_options)
+                .await
+                .map_err(|e| anyhow::anyhow!("{cloud:?} provider: {e}"))?
+        }
     };
     let utilization: Arc<dyn UtilizationSource> = match args.utilization.trim() {
         "none" | "" => Arc::new(NoUtilization),
@@ -195,14 +191,17 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
             identity,
         ));
     }
-    let scaler = Scaler::new(client, config, provider, utilization);
+    // One registry for the controller's and the cloud calls' metrics, served on /metrics.
+    let mut metrics = Metrics::new();
+    cloud_options.metrics.register(&mut metrics.registry);
+    let scaler = Scaler::new(client, config, provider, utilization).with_metrics(Arc::new(metrics));
     let handle = scaler.handle();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, policy = %args.policy, provider = ?args.provider, "starting scaler");
     let server = tokio::spawn(async move { axum::serve(listener, http::router(handle)).await });
-    let result = scaler.run(shutdown_signal()).await;
+    let result = scaler.run(crate::shutdown::signal()).await;
     server.abort();
     result.map_err(|e| anyhow::anyhow!("scaler: {e}"))
 }
@@ -220,38 +219,9 @@ fn agent_port(spec: &str) -> anyhow::Result<u16> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn agent_ports_parse() {

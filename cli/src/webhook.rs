@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::duration::parse_positive_duration as parse_duration;
 use anyhow::Context;
 use gpu_autoscaler_api::EvictionPriority;
 use gpu_autoscaler_webhook::{
@@ -55,28 +56,6 @@ pub struct WebhookArgs {
     /// Set spec.schedulerName of GPU pods that use the default scheduler to this profile.
     #[arg(long, value_name = "NAME")]
     scheduler_name: Option<String>,
-}
-
-/// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}; use e.g. 10s or 500ms"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn build_config(args: &WebhookArgs) -> anyhow::Result<Config> {
@@ -193,17 +172,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: WebhookArgs,
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("fast").is_err());
     }
 
     #[test]

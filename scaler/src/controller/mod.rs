@@ -48,8 +48,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 
-use crate::engine::{self, EngineMemory, PoolState, ProviderEvent, Snapshot};
-use crate::provider::{CloudProvider, ProviderError};
+use crate::engine::{self, EngineMemory, PoolState, ProviderEvent, ProviderEventKind, Snapshot};
+use crate::provider::{CloudProvider, ProviderError, ProviderErrorKind};
 pub use agent_utilization::AgentUtilization;
 pub use execute::EvictionVersion;
 pub use lease::{Leadership, LeaseConfig};
@@ -536,6 +536,33 @@ async fn reconcile(ctx: &mut Context) -> Result<Option<Duration>, ReconcileError
                 execute::count_provider_error(ctx, &e);
                 provider_problem = Some(format!("pool {}: {e}", pool.name));
             }
+        }
+        // Scale-ups the cloud accepted but could not fill (AWS scaling activities, MIG
+        // instance errors, VMSS allocation failures) become provider events now, so the
+        // engine backs the pool off and falls back without waiting for the provision timeout.
+        match execute::timed(ctx, "launch_failures", ctx.provider.launch_failures(pool)).await {
+            Ok(failures) => {
+                for e in failures {
+                    let kind = match e.kind {
+                        ProviderErrorKind::InsufficientCapacity => {
+                            ProviderEventKind::InsufficientCapacity {
+                                instance_type: e.instance_type.clone(),
+                                zone: e.zone.clone(),
+                                message: e.message.clone(),
+                            }
+                        }
+                        _ => ProviderEventKind::ScaleUpFailed {
+                            message: e.to_string(),
+                        },
+                    };
+                    ctx.provider_events.push(ProviderEvent {
+                        pool: pool.name.clone(),
+                        at: now,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => execute::count_provider_error(ctx, &e),
         }
     }
 
