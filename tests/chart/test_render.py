@@ -106,11 +106,15 @@ def test_scaler_rbac_follows_the_provider() -> None:
     assert verbs(rules, "", "nodes") == {"get", "list", "watch", "patch", "update"}
     assert verbs(rules, "gpu-autoscaler.io", "autoscalingpolicies/status") == {"update", "patch"}
     assert verbs(rules, "coordination.k8s.io", "leases") == {"create", "get", "update"}
-    assert verbs(rules, "", "configmaps") == set()
+    # Its own state (interruption history, predictor profile), by name only.
+    assert verbs(rules, "", "configmaps") == {"create", "get", "update", "patch"}
+    named = {n for r in rules if "configmaps" in r["resources"] for n in r.get("resourceNames", [])}
+    assert named == {f"gpu-autoscaler-interruptions-{RELEASE}", f"gpu-autoscaler-predictor-{RELEASE}"}, named
     kube = documents(render({"autoscaling": {"provider": "kube"}}))
     rules = rules_of(kube, f"{RELEASE}-scaler")
     assert {"create", "delete"} <= verbs(rules, "", "nodes")
-    assert verbs(rules, "", "configmaps") == {"create", "get", "update", "patch"}
+    named = {n for r in rules if "configmaps" in r["resources"] for n in r.get("resourceNames", [])}
+    assert f"{RELEASE}-kube-provider" in named, named
     agent = rules_of(cloud, f"{RELEASE}-agent")
     assert verbs(agent, "", "nodes") == {"get", "patch"}
     assert verbs(agent, "", "events") == {"create"}
