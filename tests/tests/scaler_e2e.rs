@@ -6,7 +6,8 @@
 //!   until it is removed, never below the pool minimum;
 //! - a scaler killed mid scale-up and restarted creates no duplicate nodes;
 //! - two replicas: only the leader acts, the standby takes over within the lease duration;
-//! - injected spot insufficient capacity falls back to on-demand within 60 s.
+//! - injected spot insufficient capacity falls back to on-demand within 60 s;
+//! - a policy failing the cross-field rules is reported `Valid=False` and not acted on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -844,6 +845,47 @@ async fn spot_insufficient_capacity_falls_back_to_on_demand_within_60s() -> Resu
             .pools
             .iter()
             .any(|p| p.name == "spot" && p.backoff_until.is_some())
+    );
+    r.kill();
+    Ok(())
+}
+
+/// A policy the schema accepts but the cross-field rules reject (minNodes > maxNodes) is
+/// reported `Valid=False` with the precise reason, and nothing is scaled for it.
+#[tokio::test]
+async fn invalid_policy_is_reported_and_not_acted_on() -> Result<()> {
+    let mut spec = base_spec(json!([{
+        "name": "od", "minSize": 1, "maxSize": 4, "capacityType": "on-demand",
+        "instanceTypes": ["p3.8xlarge"]
+    }]));
+    spec["minNodes"] = json!(5);
+    spec["maxNodes"] = json!(3);
+    let e = env(spec).await?;
+    let r = replica(
+        &e,
+        provider(&e.client, Duration::from_millis(500))?,
+        Arc::new(NoUtilization),
+        None,
+    );
+    let valid = wait_for(Duration::from_secs(30), || {
+        let client = e.client.clone();
+        async move {
+            let st = policy_status(&client).await.ok()?;
+            st.conditions.into_iter().find(|c| c.type_ == "Valid")
+        }
+    })
+    .await?;
+    ensure!(valid.status == "False", "Valid condition: {valid:?}");
+    let message = valid.message.clone().unwrap_or_default();
+    ensure!(
+        message.contains("spec.minNodes: must not exceed spec.maxNodes (5 > 3)"),
+        "the reason must name the fields and values: {message:?}"
+    );
+    // The pool's minSize would ask for a node if the policy were acted on: it must not be.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        managed_nodes(&e.client).await?.is_empty(),
+        "an invalid policy must not scale"
     );
     r.kill();
     Ok(())
