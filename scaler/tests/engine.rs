@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use gpu_autoscaler_api::{AutoscalingPolicySpec, CapacityType, EvictionPriority};
 use gpu_autoscaler_scaler::engine::testing::{
-    FailureMode, Happening, VirtualCluster, gpu_pod, node_pool, pool_state, with_tiers,
+    self, FailureMode, Happening, VirtualCluster, gpu_pod, node_pool, pool_state, with_tiers,
 };
 use gpu_autoscaler_scaler::engine::*;
 use proptest::prelude::*;
@@ -1310,6 +1310,159 @@ fn disabled_or_invalid_policy_takes_no_action() {
         p.warnings.iter().any(|w| w.contains("invalid")),
         "{:?}",
         p.warnings
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Template choice by price
+// ---------------------------------------------------------------------------------------
+
+/// us-east-1 prices from `shared/data/pricing`: on-demand from
+/// `aws_ondemand_gpu_us-east-1_history.csv`, spot as on-demand × (1 − savings) with the
+/// 2025-06-28 Linux savings of `aws_spot_advisor_gpu.csv` (as `simulate` prices spot).
+fn real_price(instance_type: &str, ct: CapacityType) -> f64 {
+    let (on_demand, spot_savings_pct) = match instance_type {
+        "g4dn.12xlarge" => (3.912, 64.0),
+        "g5.12xlarge" => (5.672, 58.0),
+        "g5.48xlarge" => (16.288, 71.0),
+        "g6.48xlarge" => (13.3504, 69.0),
+        other => panic!("no price in the test table for {other}"),
+    };
+    match ct {
+        Spot => on_demand * (1.0 - spot_savings_pct / 100.0),
+        _ => on_demand,
+    }
+}
+
+/// A pool whose templates carry the real price for its capacity type (or none).
+fn priced_pool(name: &str, ct: CapacityType, types: &[&str], priced: bool) -> PoolState {
+    let mut ps = pool_state(node_pool(name, ct, 0, 100, types, &[]));
+    // g6.48xlarge isn't in `AWS_SPECS`; its specs from `aws_gpu_instance_specs.csv`.
+    ps.templates = types
+        .iter()
+        .map(|t| {
+            let mut tpl = testing::aws_template(t).unwrap_or(InstanceTemplate {
+                instance_type: (*t).to_string(),
+                gpus: 8,
+                gpu_resource: "nvidia.com/gpu".into(),
+                cpu_millis: 192_000,
+                memory_bytes: 786_432 * 1024 * 1024,
+                price_per_hour: None,
+                zones: Vec::new(),
+            });
+            tpl.price_per_hour = priced.then(|| real_price(t, ct));
+            tpl
+        })
+        .collect();
+    ps
+}
+
+fn nodes_by_type(p: &Plan) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for su in &p.scale_ups {
+        *m.entry(su.instance_type.clone().unwrap_or_default())
+            .or_default() += su.add;
+    }
+    m
+}
+
+#[test]
+fn template_choice_prefers_the_lowest_price_per_useful_gpu() {
+    // Listed dearest first: with prices, order no longer decides.
+    let types = ["g5.48xlarge", "g5.12xlarge", "g4dn.12xlarge"];
+    let pending_gpus = |n: u32, gpus: u32| -> Vec<PodView> {
+        (0..n).map(|i| pending(&format!("p{i}"), gpus)).collect()
+    };
+
+    // 8 one-GPU pods: two g4dn.12xlarge ($0.98/GPU) beat one g5.48xlarge ($2.04/GPU) and
+    // g5.12xlarge ($1.42/GPU).
+    let mut s = empty_snapshot(vec![priced_pool("od", OnDemand, &types, true)]);
+    s.pods = pending_gpus(8, 1);
+    let p = plan(&s);
+    assert_eq!(
+        nodes_by_type(&p),
+        BTreeMap::from([("g4dn.12xlarge".to_string(), 2)]),
+        "{:?}",
+        p.scale_ups
+    );
+
+    // One 2-GPU pod: no 8-GPU node for it (its price per useful GPU is 4× the 4-GPU one's).
+    s.pods = pending_gpus(1, 2);
+    let p = plan(&s);
+    assert_eq!(
+        nodes_by_type(&p),
+        BTreeMap::from([("g4dn.12xlarge".to_string(), 1)])
+    );
+
+    // Without prices the unpriced rule stands: least waste, then the bigger node, then order.
+    let mut s = empty_snapshot(vec![priced_pool("od", OnDemand, &types, false)]);
+    s.pods = pending_gpus(8, 1);
+    let p = plan(&s);
+    assert_eq!(
+        nodes_by_type(&p),
+        BTreeMap::from([("g5.48xlarge".to_string(), 1)])
+    );
+}
+
+#[test]
+fn diversified_spot_spreads_only_within_the_price_tolerance() {
+    // Spot $/GPU/h: g4dn.12xlarge 0.35, g6.48xlarge 0.52, g5.48xlarge 0.59 (+14 % on
+    // g6.48xlarge), g5.12xlarge 0.60.
+    let types = ["g5.12xlarge", "g4dn.12xlarge", "g6.48xlarge", "g5.48xlarge"];
+    let spot_pods = |n: u32, gpus: u32| -> Vec<PodView> {
+        (0..n)
+            .map(|i| with_tiers(pending(&format!("p{i}"), gpus), &[Spot]))
+            .collect()
+    };
+    let snapshot = |priced: bool| {
+        let mut s = empty_snapshot(vec![priced_pool("spot", Spot, &types, priced)]);
+        s.policy.enable_spot_instances = true;
+        s.policy.spot.diversify = true;
+        s
+    };
+    assert!(
+        real_price("g5.48xlarge", Spot) / 8.0
+            <= real_price("g6.48xlarge", Spot) / 8.0 * (1.0 + DIVERSIFY_PRICE_TOLERANCE)
+    );
+    assert!(
+        real_price("g5.12xlarge", Spot) / 4.0
+            > real_price("g4dn.12xlarge", Spot) / 4.0 * (1.0 + DIVERSIFY_PRICE_TOLERANCE)
+    );
+
+    // 4-GPU pods: all on g4dn.12xlarge; the other types are more than 15 % dearer per GPU.
+    let mut s = snapshot(true);
+    s.pods = spot_pods(8, 4);
+    let p = plan(&s);
+    assert_eq!(
+        nodes_by_type(&p),
+        BTreeMap::from([("g4dn.12xlarge".to_string(), 8)]),
+        "{:?}",
+        p.scale_ups
+    );
+
+    // 8-GPU pods fit only the 48xlarge types, which are within the tolerance: spread evenly.
+    s.pods = spot_pods(4, 8);
+    let p = plan(&s);
+    assert_eq!(
+        nodes_by_type(&p),
+        BTreeMap::from([
+            ("g5.48xlarge".to_string(), 2),
+            ("g6.48xlarge".to_string(), 2)
+        ]),
+        "{:?}",
+        p.scale_ups
+    );
+
+    // Unpriced: the old spreading over every type that ties on waste and size.
+    let mut s = snapshot(false);
+    s.pods = spot_pods(8, 4);
+    let p = plan(&s);
+    let spread = nodes_by_type(&p);
+    assert_eq!(spread.len(), 2, "{spread:?}");
+    assert_eq!(
+        spread.values().sum::<u32>(),
+        4,
+        "bigger nodes when unpriced: {spread:?}"
     );
 }
 

@@ -29,9 +29,18 @@
 //!   template's GPUs), then onto new nodes. A pod no pool
 //!   template could ever run (selector, affinity, taints, tier, size) gets a
 //!   `NotTriggerScaleUp` event and causes nothing.
-//! - **Template choice**: least GPU waste for the GPUs still to place, then the bigger node,
-//!   then the pool's instance-type order; on spot pools with `spot.diversify`, the least-used
-//!   (instance type, zone) among those.
+//! - **Template choice**: among the templates that fit the pod, when all of them have a
+//!   `price_per_hour`, the lowest price per useful GPU: price / min(template GPUs, GPUs still
+//!   to place for pods of this kind, this pod included) (all the node's GPUs for minimums),
+//!   so a bigger node than the demand needs loses to a smaller one at no higher price per
+//!   GPU; equal prices fall back to the unpriced order. On spot pools with `spot.diversify`,
+//!   the least-used (instance type, zone) among the templates within
+//!   [`DIVERSIFY_PRICE_TOLERANCE`] (15 %) of the cheapest price per useful GPU, the cheaper
+//!   on equal use. Unpriced (any fitting template without a price): least GPU waste for the
+//!   GPUs still to place, then the bigger node, then the pool's instance-type order; with
+//!   `spot.diversify`, the least-used (instance type, zone) among those. Pools that rank
+//!   equal in their tier (health and priority below) compete on the price per useful GPU of
+//!   their best template when all are priced, else policy order decides.
 //! - **Tiers**: reserved pools with room first; between spot and on-demand the tier furthest
 //!   below its share (`multiTier` when `enableMultiTierScaling`, else
 //!   `spotInstancePercentage` / rest) wins, among the tiers the pod allows (its tier
@@ -76,6 +85,6 @@ pub mod testing;
 pub use drain::{DEFAULT_GRACE_SECONDS, interruption_evictions, scale_down_evictions};
 pub use model::*;
 pub use planner::{
-    BACKOFF_INITIAL_SECONDS, BACKOFF_MAX_SECONDS, SCALE_DOWN_DRAIN_TIMEOUT_SECONDS,
-    backoff_seconds, plan, spot_rate_factor,
+    BACKOFF_INITIAL_SECONDS, BACKOFF_MAX_SECONDS, DIVERSIFY_PRICE_TOLERANCE,
+    SCALE_DOWN_DRAIN_TIMEOUT_SECONDS, backoff_seconds, plan, spot_rate_factor,
 };

@@ -19,7 +19,7 @@ use gpu_autoscaler_api::{CapacityType, policy};
 use super::drain;
 use super::matching::{self, NodeFace};
 use super::model::*;
-use super::pack::{CompatCache, Res, Shapes};
+use super::pack::{CompatCache, Res, Shape, Shapes};
 
 /// First back-off after a provisioning failure; doubles per consecutive failure.
 pub const BACKOFF_INITIAL_SECONDS: i64 = 30;
@@ -27,6 +27,12 @@ pub const BACKOFF_INITIAL_SECONDS: i64 = 30;
 pub const BACKOFF_MAX_SECONDS: i64 = 600;
 /// A scale-down drain that hasn't emptied the node after this long is abandoned (uncordon).
 pub const SCALE_DOWN_DRAIN_TIMEOUT_SECONDS: i64 = 900;
+/// Diversified spot launches spread only over instance types whose price per useful GPU is
+/// within this fraction of the cheapest candidate's: spreading over dearer types costs money
+/// on every node, for a resilience that a few cheap types already give.
+pub const DIVERSIFY_PRICE_TOLERANCE: f64 = 0.15;
+/// Prices per useful GPU closer than this fraction count as equal (float noise).
+const PRICE_TIE: f64 = 1e-9;
 /// Interruption times kept per pool.
 const INTERRUPTION_MEMORY_DAYS: i64 = 7;
 const INTERRUPTION_MEMORY_MAX: usize = 10_000;
@@ -70,6 +76,9 @@ struct ReadyBin<'a> {
     capacity_type: Option<CapacityType>,
     free: Res,
 }
+
+/// A template choice: template index, zone, price per useful GPU (when priced).
+type TemplatePick = (usize, Option<String>, Option<f64>);
 
 /// Whether a shape may take the node being placed.
 type ShapeFilter<'f> = dyn Fn(usize, &Shapes) -> bool + 'f;
@@ -867,7 +876,7 @@ impl<'a> Ctx<'a> {
                 if !self.has_room(pi) {
                     break;
                 }
-                let (ti, zone) = self.pick_template(pi, None, None);
+                let (ti, zone, _) = self.pick_template(pi, None, None);
                 self.open(pi, ti, zone, ScaleUpCause::Minimum);
             }
         }
@@ -1095,7 +1104,7 @@ impl<'a> Ctx<'a> {
             && self.has_room(pp)
             && usable(pp)
         {
-            let (ti, zone) = self.pick_template(pp, Some(fits), demand);
+            let (ti, zone, _) = self.pick_template(pp, Some(fits), demand);
             return Some((pp, ti, zone));
         }
         let mut order: Vec<CapacityType> = Vec::with_capacity(3);
@@ -1121,25 +1130,50 @@ impl<'a> Ctx<'a> {
         });
         order.extend(rest.into_iter().map(|(_, ct)| ct));
         for ct in order {
-            for pi in self.pools_of_type(ct, candidates) {
-                if usable(pi) {
-                    let (ti, zone) = self.pick_template(pi, Some(fits), demand);
-                    return Some((pi, ti, zone));
-                }
+            let usable_pools: Vec<usize> = self
+                .pools_of_type(ct, candidates)
+                .into_iter()
+                .filter(|&pi| usable(pi))
+                .collect();
+            let Some(&first) = usable_pools.first() else {
+                continue;
+            };
+            // Pools that rank equal (health, priority) compete on price per useful GPU of
+            // their best template, when all are priced; otherwise policy order decides.
+            let rank = |pi: usize| {
+                let pc = &self.pools[pi];
+                (pc.spot_factor, pc.state.spec.priority)
+            };
+            let picks: Vec<(usize, TemplatePick)> = usable_pools
+                .iter()
+                .copied()
+                .take_while(|&pi| rank(pi) == rank(first))
+                .map(|pi| (pi, self.pick_template(pi, Some(fits), demand)))
+                .collect();
+            let all_priced = picks.iter().all(|(_, p)| p.2.is_some());
+            let best = if all_priced {
+                picks.into_iter().reduce(|a, b| {
+                    let (ca, cb) = (a.1.2.unwrap_or(0.0), b.1.2.unwrap_or(0.0));
+                    if cb < ca * (1.0 - PRICE_TIE) { b } else { a }
+                })
+            } else {
+                picks.into_iter().next()
+            };
+            if let Some((pi, (ti, zone, _))) = best {
+                return Some((pi, ti, zone));
             }
         }
         None
     }
 
-    /// Template and zone for a new node of `pool`. With a pod: among fitting templates, the
-    /// least GPU waste for the GPUs still to place; then, on diversified spot pools, the
-    /// least used (instance type, zone); else the pool's preference order.
+    /// Template and zone for a new node of `pool`, with the node's price per useful GPU when
+    /// every candidate template is priced. See "Template choice" in the module documentation.
     fn pick_template(
         &self,
         pool: usize,
         fits: Option<&ShapeFilter<'_>>,
         demand: Option<(u32, u64)>,
-    ) -> (usize, Option<String>) {
+    ) -> TemplatePick {
         let pc = &self.pools[pool];
         let diversify = pc.state.spec.capacity_type == CapacityType::Spot && self.p.spot.diversify;
         let shapes: Vec<usize> = self.shapes.by_pool[pool]
@@ -1164,16 +1198,51 @@ impl<'a> Ctx<'a> {
                 self.shapes.shapes[si].template,
             )
         };
-        let Some(best_key) = shapes.iter().map(|&si| key(si)).min() else {
-            return (0, None);
+        let cost = |si: usize| price_per_useful_gpu(pc.state, &self.shapes.shapes[si], demand);
+        // Prices are compared only when all candidates have one: a missing price is not
+        // "free", and guessing one would be inventing data.
+        let costs: Option<Vec<f64>> = shapes.iter().map(|&si| cost(si)).collect();
+        let least_waste = |cands: Vec<usize>| -> Vec<usize> {
+            let Some(best_key) = cands.iter().map(|&si| key(si)).min() else {
+                return cands;
+            };
+            cands
+                .into_iter()
+                .filter(|&si| {
+                    let k = key(si);
+                    (k.0, k.1) == (best_key.0, best_key.1)
+                })
+                .collect()
         };
-        let best: Vec<usize> = shapes
-            .into_iter()
-            .filter(|&si| {
-                let k = key(si);
-                (k.0, k.1) == (best_key.0, best_key.1)
-            })
-            .collect();
+        let best: Vec<usize> = match costs {
+            Some(costs) if !costs.is_empty() => {
+                let cheapest = costs.iter().copied().fold(f64::INFINITY, f64::min);
+                let tolerance = if diversify {
+                    DIVERSIFY_PRICE_TOLERANCE
+                } else {
+                    PRICE_TIE
+                };
+                let limit = cheapest * (1.0 + tolerance) + f64::EPSILON;
+                let within: Vec<usize> = shapes
+                    .iter()
+                    .zip(&costs)
+                    .filter(|(_, c)| **c <= limit)
+                    .map(|(si, _)| *si)
+                    .collect();
+                // Diversified spot spreads over every type within the tolerance (their price
+                // per useful GPU already charges for waste); otherwise equal prices fall back
+                // to the unpriced order.
+                if diversify {
+                    within
+                } else {
+                    least_waste(within)
+                }
+            }
+            _ => least_waste(shapes),
+        };
+        if best.is_empty() {
+            return (0, None, None);
+        }
         let zoned: Vec<usize> = best
             .iter()
             .copied()
@@ -1184,15 +1253,19 @@ impl<'a> Ctx<'a> {
             pool_of
                 .iter()
                 .copied()
-                .min_by_key(|&si| {
-                    let s = &self.shapes.shapes[si];
-                    (
+                .min_by(|&a, &b| {
+                    let used = |si: usize| {
+                        let s = &self.shapes.shapes[si];
                         pc.usage
                             .get(&(s.template, s.zone.clone()))
                             .copied()
-                            .unwrap_or(0),
-                        si,
-                    )
+                            .unwrap_or(0)
+                    };
+                    let price = |si: usize| cost(si).unwrap_or(0.0);
+                    used(a)
+                        .cmp(&used(b))
+                        .then(price(a).total_cmp(&price(b)))
+                        .then(a.cmp(&b))
                 })
                 .unwrap_or(best[0])
         } else {
@@ -1203,7 +1276,7 @@ impl<'a> Ctx<'a> {
                 .unwrap_or(best[0])
         };
         let s = &self.shapes.shapes[pick];
-        (s.template, s.zone.clone())
+        (s.template, s.zone.clone(), cost(pick))
     }
 
     /// Opens a node: raises the pool's target and makes the node a bin.
@@ -1920,6 +1993,27 @@ fn allowed_types(
         }
     }
     out
+}
+
+/// USD per hour per GPU that `demand` (this pod's GPUs, GPUs of its kind still to place) can
+/// use on a node of `shape`; all the node's GPUs when the demand isn't tied to pods. `None`
+/// when the template has no usable price.
+fn price_per_useful_gpu(
+    pool: &PoolState,
+    shape: &Shape,
+    demand: Option<(u32, u64)>,
+) -> Option<f64> {
+    let price = pool
+        .templates
+        .get(shape.template)?
+        .price_per_hour
+        .filter(|p| p.is_finite() && *p >= 0.0)?;
+    let gpus = u64::from(shape.res.gpus);
+    let useful = match demand {
+        Some((pod, rest)) => gpus.min(u64::from(pod) + rest),
+        None => gpus,
+    };
+    Some(price / useful.max(1) as f64)
 }
 
 fn record_failure(pm: &mut PoolMemory, at: DateTime<Utc>, message: String) {
