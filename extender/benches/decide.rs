@@ -50,7 +50,7 @@ fn bench_decide(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("filter+prioritize", n), &n, |b, _| {
             b.iter(|| {
                 let st = ext.index.read();
-                let views: Vec<_> = names.iter().filter_map(|name| st.node(name)).collect();
+                let views: Vec<_> = st.nodes_named(&names).into_iter().flatten().collect();
                 let verdicts = decide::filter(&pod, views.iter().copied(), now, &ext.config);
                 let spread = pod
                     .owner

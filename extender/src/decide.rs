@@ -465,7 +465,18 @@ impl<'r, 'n> RateMemo<'r, 'n> {
             node.instance_type.as_deref(),
             node.region.as_deref(),
         );
-        if let Some((_, rate)) = self.seen.iter().find(|(k, _)| same_key(k, &key)) {
+        // Pointers first: the node index interns label values, so a seen triple nearly always
+        // matches by address, and comparing texts against every other entry is skipped.
+        if let Some((_, rate)) = self
+            .seen
+            .iter()
+            .find(|(k, _)| same_key_by(k, &key, |a: &str, b: &str| std::ptr::eq(a, b)))
+            .or_else(|| {
+                self.seen
+                    .iter()
+                    .find(|(k, _)| same_key_by(k, &key, |a, b| a == b))
+            })
+        {
             return *rate;
         }
         let rate = self.rates.rate_for(node).0;
@@ -476,13 +487,11 @@ impl<'r, 'n> RateMemo<'r, 'n> {
     }
 }
 
-fn same_key(a: &RateKey<'_>, b: &RateKey<'_>) -> bool {
-    fn eq(a: Option<&str>, b: Option<&str>) -> bool {
-        match (a, b) {
-            (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
-            (None, None) => true,
-            _ => false,
-        }
-    }
+fn same_key_by(a: &RateKey<'_>, b: &RateKey<'_>, eq: impl Fn(&str, &str) -> bool) -> bool {
+    let eq = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
     eq(a.0, b.0) && eq(a.1, b.1) && eq(a.2, b.2)
 }

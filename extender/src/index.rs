@@ -9,7 +9,6 @@
 //! relist, to swap whole maps built outside the lock).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -21,6 +20,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
 use crate::decide::ReplicaSpread;
+use crate::node_table::NodeTable;
 use crate::view::{NodeView, OwnerKey};
 
 /// A bound GPU pod, reduced to what scheduling needs.
@@ -29,151 +29,6 @@ pub struct Placement {
     pub node: Arc<str>,
     pub gpus: u32,
     pub owner: Option<OwnerKey>,
-}
-
-/// A multiply-rotate string hasher for the node map.
-///
-/// Every cache-mode request looks up each of its (up to thousands of) node names; the
-/// default SipHash costs more than the filter check itself. Keys are node names, which only
-/// the cluster's own kubelets and controllers create, so resistance to chosen-key flooding
-/// is not needed here (request names are only looked up, never inserted).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NameHasher(u64);
-
-impl NameHasher {
-    /// An odd constant with well-spread bits (the one rustc's FxHash uses).
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    #[inline]
-    fn mix(&mut self, word: u64) {
-        self.0 = self.0.wrapping_add(word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for NameHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The multiplies leave the well-mixed bits at the top, but the table picks buckets by
-        // the low bits: a full-width multiply folded onto itself spreads both halves (with a
-        // plain rotate, 5,000 sequential names filled only a quarter of 8,192 buckets).
-        let p = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15_u128;
-        (p as u64) ^ ((p >> 64) as u64)
-    }
-}
-
-/// The node views, stored densely with a small name -> slot map beside them.
-///
-/// A request looks up every node it names. Keeping the map's entries to a name and a slot
-/// number (instead of whole views) makes the table a few times smaller, so the probe for each
-/// name mostly hits cache; the views themselves sit contiguously in a `Vec`.
-#[derive(Debug, Default)]
-pub struct NodeTable {
-    slots: HashMap<Arc<str>, u32, BuildHasherDefault<NameHasher>>,
-    views: Vec<NodeView>,
-}
-
-impl NodeTable {
-    pub fn with_capacity(n: usize) -> Self {
-        NodeTable {
-            slots: HashMap::with_capacity_and_hasher(n, Default::default()),
-            views: Vec::with_capacity(n),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.views.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.views.is_empty()
-    }
-
-    #[inline]
-    pub fn get(&self, name: &str) -> Option<&NodeView> {
-        let slot = *self.slots.get(name)?;
-        self.views.get(slot as usize)
-    }
-
-    fn get_mut(&mut self, name: &str) -> Option<&mut NodeView> {
-        let slot = *self.slots.get(name)?;
-        self.views.get_mut(slot as usize)
-    }
-
-    pub fn values(&self) -> std::slice::Iter<'_, NodeView> {
-        self.views.iter()
-    }
-
-    fn values_mut(&mut self) -> std::slice::IterMut<'_, NodeView> {
-        self.views.iter_mut()
-    }
-
-    /// Inserts or replaces the view of `view.name`.
-    fn insert(&mut self, view: NodeView) {
-        if let Some(old) = self.get_mut(&view.name) {
-            *old = view;
-            return;
-        }
-        let Ok(slot) = u32::try_from(self.views.len()) else {
-            tracing::warn!(node = %view.name, "node index full; node ignored");
-            return;
-        };
-        self.slots.insert(view.name.clone(), slot);
-        self.views.push(view);
-    }
-
-    /// Removes a node; the last view moves into its slot.
-    fn remove(&mut self, name: &str) {
-        let Some(slot) = self.slots.remove(name) else {
-            return;
-        };
-        let slot = slot as usize;
-        if slot >= self.views.len() {
-            return;
-        }
-        self.views.swap_remove(slot);
-        if let Some(moved) = self.views.get(slot)
-            && let Some(s) = self.slots.get_mut(&*moved.name)
-        {
-            *s = slot as u32;
-        }
-    }
-}
-
-impl FromIterator<NodeView> for NodeTable {
-    fn from_iter<I: IntoIterator<Item = NodeView>>(iter: I) -> Self {
-        let iter = iter.into_iter();
-        let mut table = NodeTable::with_capacity(iter.size_hint().0);
-        for v in iter {
-            table.insert(v);
-        }
-        table
-    }
 }
 
 /// Everything behind the lock.
@@ -191,6 +46,13 @@ pub struct IndexState {
 impl IndexState {
     pub fn node(&self, name: &str) -> Option<&NodeView> {
         self.nodes.get(name)
+    }
+
+    /// The views of `names`, in order (`None` for unknown names); see [`NodeTable::get_all`].
+    pub fn nodes_named<'s, S: AsRef<str>>(&'s self, names: &[S]) -> Vec<Option<&'s NodeView>> {
+        let mut out = Vec::with_capacity(names.len());
+        self.nodes.get_all(names, &mut out);
+        out
     }
 
     pub fn gpus_in_use(&self, node: &str) -> u32 {
@@ -507,57 +369,6 @@ mod tests {
             "status": {"phase": phase}
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn node_table_insert_replace_remove_keep_slots_consistent() {
-        let mut t = NodeTable::default();
-        for name in ["a", "b", "c", "d"] {
-            t.insert(NodeView::named(name));
-        }
-        t.insert(NodeView {
-            allocatable_gpus: 8,
-            ..NodeView::named("b")
-        });
-        assert_eq!(t.len(), 4);
-        assert_eq!(t.get("b").map(|v| v.allocatable_gpus), Some(8));
-        // Removing from the middle moves "d" into the freed slot.
-        t.remove("a");
-        t.remove("zz");
-        assert_eq!(t.len(), 3);
-        assert!(t.get("a").is_none());
-        for name in ["b", "c", "d"] {
-            assert_eq!(t.get(name).map(|v| &*v.name), Some(name));
-        }
-        t.remove("d");
-        t.remove("b");
-        t.remove("c");
-        assert!(t.is_empty() && t.get("c").is_none());
-        let t: NodeTable = [NodeView::named("x"), NodeView::named("x")]
-            .into_iter()
-            .collect();
-        assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn name_hasher_spreads_similar_names() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<NameHasher>::default();
-        let hashes: std::collections::HashSet<u64> = (0..5000)
-            .map(|i| build.hash_one(format!("gpu-node-{i:05}").as_str()))
-            .collect();
-        assert_eq!(hashes.len(), 5000);
-        // The low bits pick the bucket: 5,000 names in 8,192 buckets should fill about as
-        // many as random hashes would (~3,740), for short sequential and long EKS-style names.
-        for name in [
-            |i: usize| format!("gpu-node-{i:05}"),
-            |i: usize| format!("ip-10-0-{}-{}.us-west-2.compute.internal", i / 256, i % 256),
-        ] {
-            let used: std::collections::HashSet<u64> = (0..5000)
-                .map(|i| build.hash_one(name(i).as_str()) & 8191)
-                .collect();
-            assert!(used.len() > 3500, "{} of 8192 buckets", used.len());
-        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`decide`]: the pure decision core (no I/O, `now` passed in);
 //! - [`rates`]: spot interruption rates (published JSON + bundled AWS Spot Advisor fallback),
 //!   kept current by [`sources`] (file or ConfigMap);
-//! - [`index`]: the watch-fed node/usage index (node cache mode, GPUs in use, replicas);
+//! - [`index`]: the watch-fed node/usage index (node cache mode, GPUs in use, replicas), its
+//!   node views held in a [`node_table`] built for thousands of lookups per request;
 //! - [`wire`]: the extender wire types, read case-insensitively, answered with Go names;
 //! - [`server`]: HTTP(S) handlers, probes and metrics ([`metrics`]);
 //! - [`synth`]: deterministic synthetic clusters for tests, benchmarks and load generation.
@@ -20,6 +21,7 @@
 pub mod decide;
 pub mod index;
 pub mod metrics;
+pub mod node_table;
 pub mod rates;
 pub mod server;
 pub mod sources;

@@ -462,17 +462,16 @@ impl ReasonTable {
 }
 
 fn lookup_all<'s>(state: &'s IndexState, names: &[Name<'_>]) -> Result<Vec<&'s NodeView>, String> {
-    let mut views = Vec::with_capacity(names.len());
-    let mut unknown: Vec<&str> = Vec::new();
-    for n in names {
-        match state.node(n.as_str()) {
-            Some(v) => views.push(v),
-            None => unknown.push(n.as_str()),
-        }
+    let found = state.nodes_named(names);
+    if found.iter().all(Option::is_some) {
+        return Ok(found.into_iter().flatten().collect());
     }
-    if unknown.is_empty() {
-        return Ok(views);
-    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
     let shown: Vec<&str> = unknown.iter().take(10).copied().collect();
     Err(format!(
         "gpu-autoscaler: {} node(s) unknown to the extender's node cache: {}{}",

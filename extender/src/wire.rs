@@ -37,6 +37,12 @@ impl<'a> Name<'a> {
     }
 }
 
+impl AsRef<str> for Name<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl<'de> Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -189,19 +195,25 @@ pub mod encode {
         // The classic "has a zero byte" / "has a byte below n" word tests: each says exactly
         // whether any byte qualifies; the byte-wise recheck of the chunk is only a guard.
         let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-        let mut chunks = s.chunks_exact(8);
-        for chunk in &mut chunks {
+        let word_needs_escape = |chunk: &[u8]| {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
             let x = u64::from_le_bytes(w);
             let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
             let quote = zero_byte(x ^ (ONES * u64::from(b'"')));
             let backslash = zero_byte(x ^ (ONES * u64::from(b'\\')));
-            if control | quote | backslash != 0 && chunk.iter().any(|&b| needs_escape(b)) {
-                return true;
-            }
+            control | quote | backslash != 0 && chunk.iter().any(|&b| needs_escape(b))
+        };
+        if s.len() < 8 {
+            return s.iter().any(|&b| needs_escape(b));
         }
-        chunks.remainder().iter().any(|&b| needs_escape(b))
+        let mut chunks = s.chunks_exact(8);
+        if chunks.any(word_needs_escape) {
+            return true;
+        }
+        // The tail as the last 8 bytes, overlapping the final full word: one word test
+        // instead of up to seven byte tests.
+        !chunks.remainder().is_empty() && word_needs_escape(&s[s.len() - 8..])
     }
 
     /// Appends `s` as a JSON string literal. Node names never need escaping (they are DNS
@@ -432,7 +444,7 @@ mod tests {
         // Each special byte at every position of strings longer than one 8-byte word, next
         // to multi-byte UTF-8 and DEL, which need no escaping.
         for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '\u{7f}', 'é'] {
-            for len in [1usize, 7, 8, 9, 17] {
+            for len in [1usize, 7, 8, 9, 15, 16, 17, 23] {
                 for pos in 0..len {
                     let s: String = (0..len)
                         .map(|i| if i == pos { special } else { 'a' })
