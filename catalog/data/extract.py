@@ -12,8 +12,8 @@ src, dst = sys.argv[1], sys.argv[2]
 for f in ["aws_gpu_instance_specs.csv", "aws_ondemand_gpu_us-east-1_history.csv"]:
     shutil.copyfile(os.path.join(src, f), os.path.join(dst, f))
 
-# Spot Advisor, 2025 snapshot, Linux, a few regions.
-REGIONS = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]
+# Spot Advisor, 2025 snapshot, Linux, every region (the extender scores spot nodes in any
+# region with it; the price tables above cover fewer regions).
 cols = ["snapshot_date", "region", "instance_type", "interruption_range_index",
         "interruption_range_label", "savings_vs_ondemand_pct"]
 with open(os.path.join(src, "aws_spot_advisor_gpu.csv")) as fi, \
@@ -21,7 +21,7 @@ with open(os.path.join(src, "aws_spot_advisor_gpu.csv")) as fi, \
     w = csv.writer(fo, lineterminator="\n")
     w.writerow(cols)
     for r in csv.DictReader(fi):
-        if r["snapshot_date"].startswith("2025") and r["os"] == "Linux" and r["region"] in REGIONS:
+        if r["snapshot_date"].startswith("2025") and r["os"] == "Linux":
             w.writerow([r[c] for c in cols])
 
 # Spot Advisor interruption ranges (label and AWS's own upper bound) from the 2025 JSON.

@@ -250,12 +250,18 @@ impl Catalog {
     }
 }
 
-/// AWS Spot Advisor interruption bucket of an instance type in any bundled Spot Advisor region
-/// (more regions than the price table: us-east-1, us-east-2, us-west-2, eu-west-1,
-/// eu-central-1, ap-northeast-1). For risk estimates that need no price, e.g. the extender's
-/// fallback when a pool has no observed interruption history.
+/// AWS Spot Advisor interruption bucket of an instance type in any Spot Advisor region (the
+/// bundled extract covers every region of the 2025-06-28 snapshot, more than the price
+/// table). For risk estimates that need no price.
 pub fn aws_interruption(region: &str, instance_type: &str) -> Result<Interruption, CatalogError> {
     parse::aws_interruption(region, instance_type)
+}
+
+/// Just the Spot Advisor range index (0 = `<5%` ... 4 = `>20%`) of an instance type in a region,
+/// or `None` when the extract has no such row. Allocates nothing, so it can sit on a request
+/// path (the scheduler extender's spot-risk fallback).
+pub fn aws_advisor_bucket(region: &str, instance_type: &str) -> Option<u32> {
+    parse::aws_advisor_bucket(region, instance_type)
 }
 
 /// Converts a monthly interruption probability to the equivalent constant per-hour one.

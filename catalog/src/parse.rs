@@ -391,6 +391,11 @@ pub(crate) fn aws(region: &str) -> Result<Catalog, CatalogError> {
     })
 }
 
+pub(crate) fn aws_advisor_bucket(region: &str, instance_type: &str) -> Option<u32> {
+    let t = aws_tables().ok()?;
+    t.advisor.get(region)?.get(instance_type).map(|a| a.bucket)
+}
+
 pub(crate) fn aws_interruption(
     region: &str,
     instance_type: &str,

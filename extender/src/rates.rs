@@ -20,12 +20,12 @@
 //! # Lookup order for a spot node
 //! 1. the published rate of its node pool (the scaler observes its own pools directly);
 //! 2. the published rate of its instance type;
-//! 3. the bundled Spot Advisor bucket for (region, instance type), then (us-east-1, instance
-//!    type) when the node's region is unknown or not listed;
+//! 3. the Spot Advisor bucket for (region, instance type) from the catalog's bundled extract
+//!    (every region of the 2025-06-28 snapshot; see `data/ATTRIBUTION.md`), then (us-east-1,
+//!    instance type) when the node's region is unknown or not listed;
 //! 4. [`SpotRates::default_rate`].
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +33,6 @@ use crate::view::NodeView;
 
 /// The ConfigMap key holding the rates document.
 pub const CONFIGMAP_KEY: &str = "rates.json";
-
-/// The bundled Spot Advisor extract (see the header of the file for its provenance).
-pub const BUNDLED_ADVISOR_CSV: &str = include_str!("../data/aws_spot_advisor_gpu_2025.csv");
 
 /// A representative interruption rate per Spot Advisor bucket. The first four are bucket
 /// midpoints; the open-ended `>20%` bucket is pinned at 25%, which is also [`RATE_CEILING`], so
@@ -158,42 +155,15 @@ impl SpotRates {
     }
 }
 
-/// The bundled Spot Advisor bucket (0..=4) for an instance type in a region, falling back to
+/// The Spot Advisor bucket (0..=4) for an instance type in a region, falling back to
 /// us-east-1 when the region is unknown or has no row for the type.
 pub fn advisor_bucket(region: Option<&str>, instance_type: &str) -> Option<u8> {
-    let table = &*ADVISOR;
     let lookup = |r: &str| {
-        table
-            .get(r)
-            .and_then(|types| types.get(instance_type))
-            .copied()
+        gpu_autoscaler_catalog::aws_advisor_bucket(r, instance_type)
+            .and_then(|b| u8::try_from(b).ok())
+            .filter(|b| usize::from(*b) < BUCKET_RATES.len())
     };
     region.and_then(lookup).or_else(|| lookup(FALLBACK_REGION))
-}
-
-/// region -> instance type -> bucket; nested so lookups borrow `&str` and never allocate.
-static ADVISOR: LazyLock<HashMap<String, HashMap<String, u8>>> =
-    LazyLock::new(|| parse_advisor_csv(BUNDLED_ADVISOR_CSV));
-
-/// Parses the bundled extract; comment lines (`#`), the header and malformed rows are skipped.
-fn parse_advisor_csv(text: &str) -> HashMap<String, HashMap<String, u8>> {
-    let mut out: HashMap<String, HashMap<String, u8>> = HashMap::new();
-    let rows = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            let region = f.next()?.trim();
-            let itype = f.next()?.trim();
-            let bucket: u8 = f.next()?.trim().parse().ok()?;
-            (usize::from(bucket) < BUCKET_RATES.len()).then_some((region, itype, bucket))
-        });
-    for (region, itype, bucket) in rows {
-        out.entry(region.to_string())
-            .or_default()
-            .insert(itype.to_string(), bucket);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -211,8 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn bundled_extract_has_gpu_rows_for_us_east_1() {
-        assert_eq!(ADVISOR.values().map(HashMap::len).sum::<usize>(), 684);
+    fn advisor_buckets_come_from_the_catalog_extract() {
         // Values as in the 2025-06-28 snapshot (PROVENANCE.md 2.2).
         assert_eq!(advisor_bucket(Some("us-east-1"), "p5en.48xlarge"), Some(0));
         assert_eq!(advisor_bucket(Some("us-east-1"), "p4d.24xlarge"), Some(2));
@@ -220,6 +189,9 @@ mod tests {
         assert_eq!(advisor_bucket(None, "g6e.xlarge"), Some(1));
         assert_eq!(advisor_bucket(Some("mars-1"), "g6e.xlarge"), Some(1));
         assert_eq!(advisor_bucket(Some("us-east-1"), "m5.large"), None);
+        // Regions beyond the price table's are covered too.
+        assert_eq!(advisor_bucket(Some("af-south-1"), "g4dn.12xlarge"), Some(0));
+        assert_eq!(advisor_bucket(Some("af-south-1"), "g4dn.2xlarge"), Some(4));
     }
 
     #[test]
