@@ -67,11 +67,16 @@ pub struct ScalerArgs {
     #[arg(long, default_value = "none")]
     pub utilization: String,
 
-    /// Business-hours time zone of the demand forecaster, as a UTC offset (`+01:00`,
-    /// `-05:00`); weekdays and hours are learned in this local time.
-    #[arg(long, env = "GPU_AUTOSCALER_FORECAST_UTC_OFFSET", default_value = "+00:00",
-          value_parser = gpu_autoscaler_scaler::controller::predictor::parse_utc_offset)]
-    pub forecast_utc_offset: gpu_autoscaler_scaler::controller::predictor::UtcOffset,
+    /// Business-hours time zone of the demand forecaster: an IANA name (`Europe/Berlin`,
+    /// daylight saving time included) or a fixed UTC offset (`+01:00`); weekdays and hours are
+    /// learned in this local time. `--forecast-utc-offset` is the older name of this flag.
+    #[arg(
+        long,
+        alias = "forecast-utc-offset",
+        env = "GPU_AUTOSCALER_FORECAST_TIMEZONE",
+        default_value = "UTC"
+    )]
+    pub forecast_timezone: gpu_autoscaler_scaler::controller::predictor::ForecastClock,
 
     /// kube provider: time from request to Node registration.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -182,7 +187,7 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
     config.gpu_resources = GpuResourceNames::default().with_extra(&args.gpu_resources);
     // The scaler's own state (predictor history) lives in its namespace.
     config.state_namespace = args.lease_namespace.clone();
-    config.forecast_utc_offset = args.forecast_utc_offset;
+    config.forecast_clock = args.forecast_timezone;
     if !args.no_leader_election {
         let identity = args.identity.clone().unwrap_or_else(default_identity);
         config.lease = Some(LeaseConfig::new(

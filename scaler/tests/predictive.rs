@@ -6,7 +6,7 @@ use gpu_autoscaler_api::CapacityType;
 use gpu_autoscaler_api::policy::AutoscalingPolicySpec;
 use gpu_autoscaler_scaler::engine::ScaleUpCause;
 use gpu_autoscaler_scaler::engine::testing::{VirtualCluster, node_pool, pool_state};
-use gpu_autoscaler_scaler::forecast::{DemandForecaster, capacity_gpus};
+use gpu_autoscaler_scaler::forecast::{DemandForecaster, ForecastClock, capacity_gpus};
 
 const STEP_MIN: i64 = 5;
 const PEAK_GPUS: f64 = 32.0;
@@ -45,13 +45,17 @@ fn trained(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> DemandForecaster {
+    trained_on(FixedOffset::east_opt(0).unwrap().into(), history, from, to)
+}
+
+fn trained_on(
+    clock: ForecastClock,
+    history: impl Fn(DateTime<Utc>, u64) -> f64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> DemandForecaster {
     let settings = policy().predictive;
-    let mut f = DemandForecaster::new(
-        &settings,
-        STEP_MIN as u32,
-        FixedOffset::east_opt(0).unwrap(),
-    )
-    .unwrap();
+    let mut f = DemandForecaster::new(&settings, STEP_MIN as u32, clock).unwrap();
     let mut t = from;
     let mut i = 0u64;
     while t < to {
@@ -113,6 +117,51 @@ fn recurring_weekday_peak_is_pre_warmed_before_0830_minus_boot() {
     assert!(
         at >= monday + Duration::hours(7),
         "pre-warm at {at} is far too early for a 09:00 peak"
+    );
+}
+
+/// Weekdays 09:00-17:00 Berlin time (CET in winter, CEST from the last Sunday of March).
+fn berlin_weekday_peak(t: DateTime<Utc>) -> f64 {
+    weekday_peak(
+        t.with_timezone(&chrono_tz::Europe::Berlin)
+            .naive_local()
+            .and_utc(),
+    )
+}
+
+#[test]
+fn a_zone_clock_keeps_business_hours_across_daylight_saving_time() {
+    // Three weeks of Berlin office hours in winter time, then the first Monday after the
+    // switch to summer time (2026-03-29): 09:00 local is now 07:00 UTC instead of 08:00.
+    let start = Utc.with_ymd_and_hms(2026, 3, 9, 0, 0, 0).unwrap(); // a Monday
+    let monday = start + Duration::weeks(3);
+    let zone: ForecastClock = "Europe/Berlin".parse().unwrap();
+    let f = trained_on(
+        zone,
+        |t, _| berlin_weekday_peak(t),
+        start,
+        monday + Duration::hours(6),
+    );
+    let at = first_pre_warm(f, monday, berlin_weekday_peak).expect("pre-warm with a zone clock");
+    // Ready for 07:00 UTC: start no later than 06:30 minus boot and GPU-ready time.
+    let latest = monday + Duration::hours(6) + Duration::minutes(30) - Duration::minutes(7);
+    assert!(
+        at <= latest,
+        "zone clock pre-warmed at {at}, after {latest}"
+    );
+
+    // The same history on a fixed +01:00 clock still expects 08:00 UTC and warms an hour late.
+    let fixed: ForecastClock = "+01:00".parse().unwrap();
+    let f = trained_on(
+        fixed,
+        |t, _| berlin_weekday_peak(t),
+        start,
+        monday + Duration::hours(6),
+    );
+    let fixed_at = first_pre_warm(f, monday, berlin_weekday_peak);
+    assert!(
+        fixed_at.is_none_or(|t| t > latest),
+        "a fixed offset cannot know about DST: {fixed_at:?}"
     );
 }
 

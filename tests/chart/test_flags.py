@@ -20,7 +20,8 @@ def help_flags(binary: str, subcommand: str) -> set[str]:
 def test_rendered_arguments_are_known_flags(binary: str) -> None:
     variants = [None, {"autoscaling": {"provider": "kube"}, "scaler": {"gpuResources": ["x.com/gpu"]},
                        "extender": {"spotRates": "configmap:default/rates"}},
-                {"webhook": {"url": "https://127.0.0.1:9443/mutate"}, "agent": {"podResourcesDir": ""}}]
+                {"webhook": {"url": "https://127.0.0.1:9443/mutate"}, "agent": {"podResourcesDir": ""},
+                 "autoscaling": {"predictive": {"timezone": "Europe/Berlin"}}}]
     checked = 0
     for values in variants:
         for obj in documents(render(values)):

@@ -343,6 +343,7 @@ INVALID = [
                                      "capacityType": "cheap"}]}}, "capacityType"),
     ({"autoscaling": {"nodePools": [{"name": "p", "maxSize": 3}]}}, "instanceTypes"),
     ({"autoscaling": {"predictive": {"lookbackDays": 60}}}, "lookbackDays"),
+    ({"autoscaling": {"predictive": {"timezone": "Europe/Berlin --leader=x"}}}, "timezone"),
     ({"webhook": {"url": "http://127.0.0.1/mutate"}}, "url"),
     ({"scaler": {"replicas": 0}}, "replicas"),
     ({"cloudIdentity": {"aws": {"roleArn": "gpu-autoscaler"}}}, "roleArn"),

@@ -77,7 +77,7 @@ pub struct ScalerConfig {
     pub state_namespace: String,
     /// Offset of the business-hours time zone the demand forecaster learns weekdays and hours
     /// in (a fixed offset; see `forecast::DemandForecaster`).
-    pub forecast_utc_offset: chrono::FixedOffset,
+    pub forecast_clock: crate::forecast::ForecastClock,
     /// The predictor's state ConfigMap is written at most this often.
     pub forecast_persist_every: Duration,
 }
@@ -93,7 +93,7 @@ impl ScalerConfig {
             reporter: "gpu-autoscaler-scaler".into(),
             error_requeue: Duration::from_secs(5),
             state_namespace: "kube-system".into(),
-            forecast_utc_offset: chrono::Offset::fix(&Utc),
+            forecast_clock: crate::forecast::ForecastClock::default(),
             forecast_persist_every: Duration::from_secs(180),
         }
     }
@@ -382,7 +382,7 @@ impl Scaler {
                 &config.state_namespace,
             ))),
             &config.policy,
-            config.forecast_utc_offset,
+            config.forecast_clock,
             config.forecast_persist_every,
         );
         let mut ctx = Context {

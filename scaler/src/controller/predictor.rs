@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, FixedOffset, Utc};
+use chrono::{DateTime, Duration, Utc};
 use gpu_autoscaler_api::policy::{AutoscalingPolicySpec, PredictiveSettings};
 use gpu_autoscaler_predictor::model::ModelState;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -215,7 +215,7 @@ impl LeadTimer {
 pub struct Predictor {
     store: StateStore,
     name: String,
-    offset: FixedOffset,
+    clock: ForecastClock,
     persist_every: Duration,
     forecaster: Option<DemandForecaster>,
     /// The settings the forecaster was built for (a change rebuilds it).
@@ -234,13 +234,13 @@ impl Predictor {
     pub fn new(
         store: StateStore,
         policy: &str,
-        offset: FixedOffset,
+        clock: impl Into<ForecastClock>,
         persist_every: std::time::Duration,
     ) -> Self {
         Self {
             store,
             name: configmap_name(policy),
-            offset,
+            clock: clock.into(),
             persist_every: Duration::from_std(persist_every).unwrap_or(Duration::minutes(3)),
             forecaster: None,
             built_for: None,
@@ -313,13 +313,13 @@ impl Predictor {
                 }
             })
             .and_then(|state| {
-                let fresh = DemandForecaster::new(settings, STEP_MINUTES, self.offset).ok()?;
+                let fresh = DemandForecaster::new(settings, STEP_MINUTES, self.clock).ok()?;
                 let want = fresh.state().config;
                 if state.config != want {
                     tracing::warn!(configmap = %self.name, "predictor settings changed since the state was stored; starting fresh");
                     return None;
                 }
-                match DemandForecaster::restore(state, self.offset) {
+                match DemandForecaster::restore(state, self.clock) {
                     Ok(f) => Some(f),
                     Err(e) => {
                         tracing::warn!(configmap = %self.name, error = %e, "stored predictor state is unusable; starting fresh");
@@ -337,7 +337,7 @@ impl Predictor {
     }
 
     fn fresh(&self, settings: &PredictiveSettings) -> Option<DemandForecaster> {
-        match DemandForecaster::new(settings, STEP_MINUTES, self.offset) {
+        match DemandForecaster::new(settings, STEP_MINUTES, self.clock) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(error = %e, "predictor settings rejected; no forecasts");
@@ -451,46 +451,14 @@ impl Predictor {
     }
 }
 
-/// A fixed UTC offset (re-exported so callers needn't depend on chrono).
-pub type UtcOffset = FixedOffset;
-
-/// Parses a UTC offset such as `+01:00`, `-05:30`, `+0100` or `Z`.
-pub fn parse_utc_offset(s: &str) -> Result<FixedOffset, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
-        return FixedOffset::east_opt(0).ok_or_else(|| "offset".to_string());
-    }
-    let bad = || format!("invalid UTC offset {s:?}: expected ±HH:MM, e.g. +01:00");
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(bad()),
-    };
-    // HH, HHMM or HH:MM.
-    let digits: String = match rest.len() {
-        5 if rest.as_bytes()[2] == b':' => rest.chars().filter(|c| *c != ':').collect(),
-        2 | 4 => rest.to_string(),
-        _ => return Err(bad()),
-    };
-    if !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let h: i32 = digits[..2].parse().map_err(|_| bad())?;
-    let m: i32 = if digits.len() == 4 {
-        digits[2..].parse().map_err(|_| bad())?
-    } else {
-        0
-    };
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
-}
+/// The forecaster's business-hours clock (re-exported for the CLI).
+pub use crate::forecast::{ForecastClock, parse_utc_offset};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::testing::{gpu_pod, node_pool};
+    use chrono::FixedOffset;
     use chrono::{Datelike, TimeZone, Timelike, Weekday};
     use gpu_autoscaler_api::CapacityType;
 
