@@ -21,6 +21,10 @@ fn bundled_policies_parse_and_validate() {
             include_str!("../data/policy-spot-heavy-aws.yaml"),
         ),
         (
+            "policy-cost-aws.yaml",
+            include_str!("../data/policy-cost-aws.yaml"),
+        ),
+        (
             "policy-predictive-aws.yaml",
             include_str!("../data/policy-predictive-aws.yaml"),
         ),
