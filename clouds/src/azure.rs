@@ -9,6 +9,11 @@
 //! polled again by [`CloudProvider::launch_failures`], which reports `AllocationFailed` /
 //! `SkuNotAvailable` / quota failures that surface only at the end.
 //!
+//! Scale from zero needs each VM size's GPUs, vCPUs and memory, which the bundled Azure price
+//! table does not carry: [`AzureProvider::load_vm_sizes`] reads them once at start-up from the
+//! Resource SKUs API (`GET /subscriptions/{s}/providers/Microsoft.Compute/skus`, api-version
+//! [`SKUS_API_VERSION`], filtered to the region), keeping the GPU sizes not restricted there.
+//!
 //! `azure_mgmt_compute` is not used: it is generated for an old api-version, unmaintained
 //! since the SDK's rewrite, and ten times the build of the four requests we make.
 //!
@@ -39,6 +44,8 @@ use crate::common::{
 };
 
 pub const API_VERSION: &str = "2024-07-01";
+/// api-version of the Resource SKUs list (its newest stable one).
+pub const SKUS_API_VERSION: &str = "2021-07-01";
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const PROVIDER_ID_PREFIX: &str = "azure://";
 const AUTH_HINT: &str = "check the workload identity federation (AZURE_CLIENT_ID, AZURE_TENANT_ID, \
@@ -170,6 +177,91 @@ struct VmList {
     next_link: Option<String>,
 }
 
+/// One entry of the Resource SKUs list (only what a template needs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSku {
+    resource_type: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<SkuCapability>,
+    #[serde(default)]
+    restrictions: Vec<SkuRestriction>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SkuCapability {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SkuRestriction {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSkuList {
+    #[serde(default)]
+    value: Vec<ResourceSku>,
+    next_link: Option<String>,
+}
+
+/// A GPU VM size as the Resource SKUs API describes it in the provider's region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSize {
+    pub gpus: u32,
+    pub vcpus: u32,
+    pub memory_gib: f64,
+}
+
+impl ResourceSku {
+    fn capability(&self, name: &str) -> Option<f64> {
+        self.capabilities
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .and_then(|c| c.value.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+
+    /// The size's shape, when it is a VM size with GPUs that the subscription may use in
+    /// `region` (a `Location` restriction naming the region, e.g. `NotAvailableForSubscription`,
+    /// rules it out; zone restrictions leave it usable in the other zones).
+    fn gpu_vm_size(&self, region: &str) -> Option<(String, VmSize)> {
+        if !self
+            .resource_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("virtualMachines"))
+        {
+            return None;
+        }
+        let restricted = self.restrictions.iter().any(|r| {
+            r.kind
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case("Location"))
+                && r.values.iter().any(|v| v.eq_ignore_ascii_case(region))
+        });
+        if restricted {
+            return None;
+        }
+        let gpus = self.capability("GPUs")?;
+        if gpus < 1.0 || gpus.fract() != 0.0 {
+            return None;
+        }
+        let size = VmSize {
+            gpus: gpus as u32,
+            vcpus: self.capability("vCPUs")? as u32,
+            memory_gib: self.capability("MemoryGB")?,
+        };
+        Some((self.name.clone()?, size))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct ArmErrorBody {
     error: Option<ArmError>,
@@ -207,6 +299,8 @@ pub struct AzureProvider {
     tokens: Arc<dyn TokenSource>,
     caller: Caller,
     catalog: Option<Catalog>,
+    /// GPU VM sizes of the region (Resource SKUs API), for templates; see `load_vm_sizes`.
+    vm_sizes: Mutex<BTreeMap<String, VmSize>>,
     sets: ReadCache<Sku>,
     settled: Mutex<BTreeMap<String, Settled>>,
     pending: Mutex<BTreeMap<String, Pending>>,
@@ -343,7 +437,73 @@ impl AzureProvider {
             http,
             tokens,
             catalog,
+            vm_sizes: Mutex::new(BTreeMap::new()),
             config,
+        })
+    }
+
+    fn region(&self) -> &str {
+        self.config.region.as_deref().unwrap_or("eastus")
+    }
+
+    /// Reads the GPU VM sizes of the region from the Resource SKUs API and keeps them for
+    /// [`CloudProvider::templates`]; returns how many there are. Called once at start-up: sizes
+    /// don't change while we run, and without them only scale-from-zero is missing (pools
+    /// with nodes still scale on the nodes' own shapes), so a failure is for the caller to log.
+    pub async fn load_vm_sizes(&self) -> ProviderResult<usize> {
+        const OPERATION: &str = "load_vm_sizes";
+        let region = self.region().to_string();
+        let mut url = format!(
+            "{}/subscriptions/{}/providers/Microsoft.Compute/skus?api-version={SKUS_API_VERSION}&$filter=location%20eq%20%27{}%27",
+            self.config.endpoint.trim_end_matches('/'),
+            self.config.subscription_id,
+            region,
+        );
+        let mut sizes = BTreeMap::new();
+        loop {
+            let reply = self
+                .send(
+                    OPERATION,
+                    "resourceSkus.list",
+                    reqwest::Method::GET,
+                    &url,
+                    None,
+                )
+                .await?;
+            let page: ResourceSkuList = serde_json::from_str(&reply.body).map_err(|e| {
+                ProviderError::other(OPERATION, format!("unreadable Resource SKUs list: {e}"))
+            })?;
+            sizes.extend(page.value.iter().filter_map(|s| s.gpu_vm_size(&region)));
+            match page.next_link {
+                // Follow only links on our own endpoint: the token must not go elsewhere.
+                Some(next) if next.starts_with(self.config.endpoint.trim_end_matches('/')) => {
+                    url = next
+                }
+                _ => break,
+            }
+        }
+        let n = sizes.len();
+        *self.vm_sizes.lock().unwrap_or_else(|e| e.into_inner()) = sizes;
+        Ok(n)
+    }
+
+    /// A template for an instance type from the Resource SKUs shape, priced from the catalogue.
+    fn sku_template(&self, instance_type: &str, pool: &NodePool) -> Option<InstanceTemplate> {
+        let sizes = self.vm_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, size) = sizes
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(instance_type))?;
+        Some(InstanceTemplate {
+            instance_type: name.clone(),
+            gpus: size.gpus,
+            gpu_resource: "nvidia.com/gpu".into(),
+            cpu_millis: u64::from(size.vcpus) * 1000,
+            memory_bytes: (size.memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+            price_per_hour: self
+                .catalog
+                .as_ref()
+                .and_then(|c| catalog_price(c, name, pool.capacity_type)),
+            zones: pool.availability_zones.clone(),
         })
     }
 
@@ -795,10 +955,23 @@ impl CloudProvider for AzureProvider {
     }
 
     fn templates(&self, pool: &NodePool) -> Vec<InstanceTemplate> {
-        self.catalog
+        // The catalogue first (it knows GPU counts for some clouds; for Azure it has prices
+        // only), then the Resource SKUs shapes, in the pool's instance-type order.
+        let from_catalog = self
+            .catalog
             .as_ref()
             .map(|c| catalog_templates(c, pool))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        pool.instance_types
+            .iter()
+            .filter_map(|t| {
+                from_catalog
+                    .iter()
+                    .find(|c| c.instance_type == *t)
+                    .cloned()
+                    .or_else(|| self.sku_template(t, pool))
+            })
+            .collect()
     }
 
     fn price(&self, instance_type: &str, capacity_type: CapacityType) -> Option<f64> {

@@ -93,11 +93,17 @@ pub async fn build_provider(
                 config.call_policy = p.clone();
             }
             let credential = azure::default_credential()?;
-            Ok(Arc::new(azure::AzureProvider::new(
-                config,
-                credential,
-                options.metrics.clone(),
-            )?))
+            let provider = azure::AzureProvider::new(config, credential, options.metrics.clone())?;
+            // Without VM sizes only scale-from-zero is missing, so a failure here is logged
+            // rather than fatal (e.g. the identity lacks `Microsoft.Compute/skus/read`).
+            match provider.load_vm_sizes().await {
+                Ok(n) => tracing::info!(gpu_vm_sizes = n, "Azure VM sizes loaded"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot list Azure VM sizes (Resource SKUs); pools without nodes cannot scale from zero"
+                ),
+            }
+            Ok(Arc::new(provider))
         }
         other => Err(ProviderError::new(
             ProviderErrorKind::Other,

@@ -1,5 +1,5 @@
 //! The Azure provider against a loopback fake of exactly the ARM endpoints it uses (VMSS get,
-//! PATCH sku.capacity, POST delete, list VMs) with both long-running-operation styles
+//! PATCH sku.capacity, POST delete, list VMs, the Resource SKUs list) with both long-running-operation styles
 //! (`Azure-AsyncOperation` for the PATCH, `Location` for the delete) and ARM error bodies. The
 //! fake checks the bearer token, the api-version and the request bodies.
 
@@ -19,10 +19,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use gpu_autoscaler_api::CapacityType;
 use gpu_autoscaler_api::policy::NodePool;
-use gpu_autoscaler_clouds::azure::{API_VERSION, AzureConfig, AzureProvider, TokenSource};
+use gpu_autoscaler_clouds::azure::{
+    API_VERSION, AzureConfig, AzureProvider, SKUS_API_VERSION, TokenSource,
+};
 use gpu_autoscaler_clouds::{CallPolicy, CloudMetrics};
-use gpu_autoscaler_scaler::engine::InstanceTemplate;
-use gpu_autoscaler_scaler::engine::testing::{aws_template, node_pool};
+use gpu_autoscaler_scaler::engine::testing::node_pool;
 use gpu_autoscaler_scaler::provider::{CloudProvider, ProviderErrorKind};
 use serde_json::{Value, json};
 
@@ -52,6 +53,8 @@ struct Fake {
     fail_with: Option<&'static str>,
     hold: u32,
     bad_requests: Vec<String>,
+    /// The Resource SKUs list answers 403 (an identity without `Microsoft.Compute/skus/read`).
+    skus_forbidden: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -337,12 +340,105 @@ async fn op_result(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct SkusQuery {
+    #[serde(rename = "api-version")]
+    api_version: Option<String>,
+    #[serde(rename = "$filter")]
+    filter: Option<String>,
+    #[serde(rename = "$skiptoken")]
+    skip_token: Option<String>,
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.Compute/skus`, two pages, shaped like the
+/// documented `ResourceSkusResult` (capabilities as name/value strings, restrictions). The
+/// sizes' figures are Microsoft's published ones for NCv3 and NC A100 v4.
+async fn skus_list(
+    State(fake): State<Shared>,
+    Path(s): Path<String>,
+    Query(q): Query<SkusQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mut f = match fake.lock() {
+        Ok(f) => f,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if q.api_version.as_deref() != Some(SKUS_API_VERSION)
+        || q.filter.as_deref() != Some("location eq 'eastus'")
+        || s != SUB
+    {
+        f.bad_requests.push(format!(
+            "skus: api-version {:?} filter {:?} subscription {s}",
+            q.api_version, q.filter
+        ));
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "bad skus request",
+        );
+    }
+    if auth != format!("Bearer {TOKEN}") || f.skus_forbidden {
+        return arm_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "The client does not have authorization to perform action 'Microsoft.Compute/skus/read'.",
+        );
+    }
+    let caps = |v: &str, mem: &str, gpus: Option<&str>| {
+        let mut c = vec![
+            json!({"name": "vCPUs", "value": v}),
+            json!({"name": "MemoryGB", "value": mem}),
+            json!({"name": "MaxResourceVolumeMB", "value": "344064"}),
+        ];
+        if let Some(g) = gpus {
+            c.push(json!({"name": "GPUs", "value": g}));
+        }
+        c
+    };
+    let vm = |name: &str, caps: Vec<Value>, restrictions: Value| {
+        json!({"resourceType": "virtualMachines", "name": name, "tier": "Standard",
+               "locations": ["eastus"],
+               "locationInfo": [{"location": "eastus", "zones": ["1", "2", "3"]}],
+               "capabilities": caps, "restrictions": restrictions})
+    };
+    if q.skip_token.as_deref() == Some("2") {
+        return Json(json!({"value": [
+            vm("Standard_NC12s_v3", caps("12", "224", Some("2")), json!([])),
+        ]}))
+        .into_response();
+    }
+    Json(json!({
+        "value": [
+            vm(SKU, caps("6", "112", Some("1")), json!([])),
+            // Listed but not for this subscription here: must not become a template.
+            vm("Standard_NC24ads_A100_v4", caps("24", "220", Some("1")), json!([{
+                "type": "Location", "values": ["eastus"],
+                "restrictionInfo": {"locations": ["eastus"]},
+                "reasonCode": "NotAvailableForSubscription"}])),
+            // No GPUs; and a non-VM resource type.
+            vm("Standard_D4s_v3", caps("4", "16", None), json!([])),
+            {"resourceType": "disks", "name": "Premium_LRS", "locations": ["eastus"],
+             "capabilities": [], "restrictions": []},
+        ],
+        "nextLink": format!("{}/subscriptions/{SUB}/providers/Microsoft.Compute/skus?api-version={SKUS_API_VERSION}&$filter=location%20eq%20%27eastus%27&$skiptoken=2", f.base),
+    }))
+    .into_response()
+}
+
 async fn start_fake(fake: Shared) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let set = "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}";
     let app = axum::Router::new()
         .route(set, get(vmss_get).patch(vmss_patch))
         .route(&format!("{set}/delete"), post(vmss_delete))
         .route(&format!("{set}/virtualMachines"), get(vms_list))
+        .route(
+            "/subscriptions/{s}/providers/Microsoft.Compute/skus",
+            get(skus_list),
+        )
         .route(
             "/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{op}",
             get(async_op),
@@ -554,26 +650,72 @@ async fn engine_scales_a_vmss_up_and_down() -> TestResult {
     let fake: Shared = Arc::default();
     let url = start_fake(fake.clone()).await?;
     let metrics = CloudMetrics::new();
-    let p: Arc<dyn CloudProvider> = Arc::new(AzureProvider::new(
+    // Scale from zero: the node shape comes from the Resource SKUs API, not from the test.
+    let az = AzureProvider::new(
         config(&url, Duration::from_millis(300))?,
         Arc::new(FixedToken(TOKEN)),
         metrics.clone(),
-    )?);
-    // The bundled Azure price table has no GPU counts, so the test supplies the node shape
-    // (an NC6s_v3 is one V100, like a p3.2xlarge).
-    let shape = aws_template("p3.2xlarge").ok_or("template")?;
-    let templates = vec![InstanceTemplate {
-        instance_type: SKU.into(),
-        ..shape
-    }];
+    )?;
+    az.load_vm_sizes().await?;
+    let p: Arc<dyn CloudProvider> = Arc::new(az);
     let f2 = fake.clone();
     let list = move || {
         let f = f2.clone();
         async move { instances(&f) }.boxed()
     };
-    let figures = common::scale_up_then_down(p, &metrics, &pool(), Some(templates), &list).await?;
+    let figures = common::scale_up_then_down(p, &metrics, &pool(), None, &list).await?;
     println!("azure calls per reconcile: {figures:?}");
     assert!(figures.steady_reconcile <= 2, "{figures:?}");
+    let f = fake.lock().map_err(|_| "lock")?;
+    assert!(f.bad_requests.is_empty(), "{:?}", f.bad_requests);
+    Ok(())
+}
+
+#[tokio::test]
+async fn vm_sizes_from_resource_skus_become_templates() -> TestResult {
+    let fake: Shared = Arc::default();
+    let url = start_fake(fake.clone()).await?;
+    let metrics = CloudMetrics::new();
+    let p = AzureProvider::new(
+        config(&url, Duration::from_millis(300))?,
+        Arc::new(FixedToken(TOKEN)),
+        metrics.clone(),
+    )?;
+    let mut pool = pool();
+    pool.instance_types = vec![
+        "Standard_NC12s_v3".into(),
+        "Standard_NC24ads_A100_v4".into(),
+        SKU.into(),
+        "Standard_D4s_v3".into(),
+    ];
+    // Before loading, the price-only catalogue gives no templates.
+    assert!(p.templates(&pool).is_empty());
+    // Both pages are read; only unrestricted GPU VM sizes are kept.
+    assert_eq!(p.load_vm_sizes().await?, 2);
+    assert_eq!(calls(&metrics, "resourceSkus.list"), 2);
+    let t = p.templates(&pool);
+    let names: Vec<&str> = t.iter().map(|t| t.instance_type.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Standard_NC12s_v3", SKU],
+        "pool order, restricted and CPU sizes left out"
+    );
+    assert_eq!(t[0].gpus, 2);
+    assert_eq!(t[0].cpu_millis, 12_000);
+    assert_eq!(t[0].memory_bytes, 224 * 1024 * 1024 * 1024);
+    assert_eq!(t[0].gpu_resource, "nvidia.com/gpu");
+    assert_eq!(t[0].zones, vec!["eastus-1".to_string()]);
+    // Prices come from the bundled Azure table (eastus, pay-as-you-go Linux).
+    assert_eq!(t[0].price_per_hour, Some(6.12));
+    assert_eq!(t[1].gpus, 1);
+    assert_eq!(t[1].price_per_hour, Some(3.06));
+
+    // An identity without skus/read: a clear Auth error, and what was loaded stays.
+    fake.lock().map_err(|_| "lock")?.skus_forbidden = true;
+    let e = p.load_vm_sizes().await.expect_err("forbidden");
+    assert_eq!(e.kind, ProviderErrorKind::Auth, "{e}");
+    assert!(e.to_string().contains("skus/read"), "{e}");
+    assert_eq!(p.templates(&pool).len(), 2);
     let f = fake.lock().map_err(|_| "lock")?;
     assert!(f.bad_requests.is_empty(), "{:?}", f.bad_requests);
     Ok(())
