@@ -472,6 +472,130 @@ fn ready_node_room_respects_scheduling_constraints() {
     }
 }
 
+/// A replica of `app` that must not share a node with another replica of `app` (in its
+/// namespace), the usual one-per-node spread of an inference Deployment.
+fn one_per_node(mut p: PodView, app: &str) -> PodView {
+    p.labels.insert("app".into(), app.into());
+    p.anti_affinity.push(PodAffinityTerm {
+        selector: Some(vec![LabelRequirement {
+            key: "app".into(),
+            op: SelectorOp::In,
+            values: vec![app.into()],
+        }]),
+        namespaces: vec![],
+        all_namespaces: false,
+        topology_key: "kubernetes.io/hostname".into(),
+    });
+    p
+}
+
+#[test]
+fn required_pod_anti_affinity_is_respected_when_packing() {
+    let od = || {
+        vec![pool_state(node_pool(
+            "od",
+            OnDemand,
+            0,
+            40,
+            &["p3.16xlarge"],
+            &[],
+        ))]
+    };
+    // Two pending one-per-node replicas need two new nodes, not one shared 8-GPU node.
+    let mut s = empty_snapshot(od());
+    s.pods = vec![
+        one_per_node(pending("r1", 1), "infer"),
+        one_per_node(pending("r2", 1), "infer"),
+    ];
+    assert_eq!(added(&plan(&s)), 2);
+    // Without the term they share one node.
+    s.pods = vec![pending("r1", 1), pending("r2", 1)];
+    assert_eq!(added(&plan(&s)), 1);
+
+    // (case, edit of the replica already running on the ready node, of the pending one,
+    //  expected new nodes). The ready node has 7 free GPUs in every case.
+    type Edit = fn(PodView) -> PodView;
+    let cases: [(&str, Edit, Edit, u32); 5] = [
+        (
+            "both carry the term",
+            |p| one_per_node(p, "infer"),
+            |p| one_per_node(p, "infer"),
+            1,
+        ),
+        (
+            "only the pending pod",
+            |p| {
+                let mut p = p;
+                p.labels.insert("app".into(), "infer".into());
+                p
+            },
+            |p| one_per_node(p, "infer"),
+            1,
+        ),
+        (
+            "only the running pod",
+            |p| one_per_node(p, "infer"),
+            |p| {
+                let mut p = p;
+                p.labels.insert("app".into(), "infer".into());
+                p
+            },
+            1,
+        ),
+        (
+            "other app",
+            |p| one_per_node(p, "train"),
+            |p| one_per_node(p, "infer"),
+            0,
+        ),
+        (
+            "other namespace",
+            |p| {
+                let mut p = one_per_node(p, "infer");
+                p.namespace = "team-b".into();
+                p
+            },
+            |p| one_per_node(p, "infer"),
+            0,
+        ),
+    ];
+    for (case, running, pending_edit, want) in cases {
+        let mut vc = cluster(od());
+        vc.utilization_from_allocation = false;
+        let n = vc.add_ready_node("od", "p3.16xlarge", None).unwrap();
+        let mut r = running(gpu_pod("r0", 1));
+        r.node = Some(n);
+        r.phase = PodPhase::Running;
+        vc.add_pod(r);
+        let p = plan_with_pending(&vc, vec![pending_edit(pending("r1", 1))]);
+        assert_eq!(added(&p), want, "{case}");
+    }
+}
+
+#[test]
+fn scale_down_does_not_move_a_replica_next_to_its_sibling() {
+    // Two under-used nodes, one replica each; each could hold the other's pod, but the
+    // replicas exclude each other, so neither node may go.
+    for (spread, want_drains) in [(true, 0), (false, 1)] {
+        let (mut vc, a, b) = scale_down_cluster();
+        vc.utilization_overrides.insert(b.clone(), Some(0.05));
+        if spread {
+            for p in vc.pods.iter_mut() {
+                *p = one_per_node(p.clone(), "infer");
+            }
+        }
+        let mut drained = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let p = vc.step(Duration::seconds(30));
+            drained.extend(p.drains.iter().map(|d| d.node.clone()));
+        }
+        assert_eq!(drained.len(), want_drains, "spread {spread}: {drained:?}");
+        if spread {
+            assert!(vc.nodes.iter().any(|n| n.name == a) && vc.nodes.iter().any(|n| n.name == b));
+        }
+    }
+}
+
 #[test]
 fn ready_nodes_of_the_preferred_tier_are_used_first() {
     let mut vc = cluster(tiered_pools());

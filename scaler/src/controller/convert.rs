@@ -9,11 +9,11 @@ use gpu_autoscaler_api::{
     quantity,
 };
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::engine::{
-    InterruptionNotice, LabelRequirement, NodeView, OwnerRef, PodPhase, PodView, SelectorOp,
-    SelectorTerm, Taint, Toleration, TolerationOp,
+    InterruptionNotice, LabelRequirement, NodeView, OwnerRef, PodAffinityTerm, PodPhase, PodView,
+    SelectorOp, SelectorTerm, Taint, Toleration, TolerationOp,
 };
 
 /// Node annotation holding the start of the node's current underutilized stretch (RFC 3339),
@@ -48,19 +48,45 @@ fn taint_effect(s: &str) -> Option<TaintEffect> {
     }
 }
 
-fn requirement(r: &NodeSelectorRequirement) -> LabelRequirement {
-    let op = match r.operator.as_str() {
+fn selector_op(operator: &str) -> SelectorOp {
+    match operator {
         "In" => SelectorOp::In,
         "NotIn" => SelectorOp::NotIn,
         "Exists" => SelectorOp::Exists,
         "DoesNotExist" => SelectorOp::DoesNotExist,
         _ => SelectorOp::Unsupported,
-    };
+    }
+}
+
+fn requirement(r: &NodeSelectorRequirement) -> LabelRequirement {
     LabelRequirement {
         key: r.key.clone(),
-        op,
+        op: selector_op(&r.operator),
         values: r.values.clone().unwrap_or_default(),
     }
+}
+
+/// A `LabelSelector` as ANDed requirements (`matchLabels` entries become `In`).
+fn label_selector(sel: &LabelSelector) -> Vec<LabelRequirement> {
+    let by_label = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| LabelRequirement {
+            key: k.clone(),
+            op: SelectorOp::In,
+            values: vec![v.clone()],
+        });
+    let by_expression = sel
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|r| LabelRequirement {
+            key: r.key.clone(),
+            op: selector_op(&r.operator),
+            values: r.values.clone().unwrap_or_default(),
+        });
+    by_label.chain(by_expression).collect()
 }
 
 /// The engine's view of a pod. `None` for objects without a name (never stored by the API).
@@ -114,6 +140,24 @@ pub fn pod_view(pod: &Pod, names: &GpuResourceNames) -> Option<PodView> {
                 .collect()
         })
         .unwrap_or_default();
+
+    let anti_affinity: Vec<PodAffinityTerm> = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|pa| {
+            pa.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .map(|t| PodAffinityTerm {
+            selector: t.label_selector.as_ref().map(label_selector),
+            namespaces: t.namespaces.clone().unwrap_or_default(),
+            all_namespaces: t.namespace_selector.is_some(),
+            topology_key: t.topology_key.clone(),
+        })
+        .collect();
 
     let tolerations = spec
         .tolerations
@@ -205,6 +249,8 @@ pub fn pod_view(pod: &Pod, names: &GpuResourceNames) -> Option<PodView> {
         cpu_millis: (requests.cpu() * 1000.0).ceil().max(0.0) as u64,
         memory_bytes: requests.memory().ceil().max(0.0) as u64,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
+        labels: labels.cloned().unwrap_or_default(),
+        anti_affinity,
         affinity,
         tolerations,
         tier_preference,
@@ -429,7 +475,13 @@ mod tests {
                 "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{ "matchExpressions": [
                         { "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1a"] },
-                        { "key": "x", "operator": "Gt", "values": ["1"] }] }] } } },
+                        { "key": "x", "operator": "Gt", "values": ["1"] }] }] } },
+                    "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
+                        { "labelSelector": { "matchLabels": { "app": "train" },
+                                             "matchExpressions": [{ "key": "tier", "operator": "NotIn", "values": ["x"] }] },
+                          "topologyKey": "kubernetes.io/hostname" },
+                        { "labelSelector": { "matchLabels": { "app": "train" } },
+                          "namespaceSelector": {}, "topologyKey": "topology.kubernetes.io/zone" }] } },
                 "terminationGracePeriodSeconds": 45,
             },
             "status": { "phase": "Pending", "conditions": [{
@@ -471,6 +523,16 @@ mod tests {
         assert_eq!(v.affinity.len(), 1);
         assert_eq!(v.affinity[0][0].op, SelectorOp::In);
         assert_eq!(v.affinity[0][1].op, SelectorOp::Unsupported);
+        assert_eq!(v.labels["gpu-autoscaler.io/workload-type"], "training");
+        assert_eq!(v.anti_affinity.len(), 2);
+        let sel = v.anti_affinity[0].selector.as_ref().expect("selector");
+        assert_eq!(
+            (sel[0].key.as_str(), sel[0].op, sel[0].values.as_slice()),
+            ("app", SelectorOp::In, &["train".to_string()][..])
+        );
+        assert_eq!(sel[1].op, SelectorOp::NotIn);
+        assert_eq!(v.anti_affinity[0].topology_key, "kubernetes.io/hostname");
+        assert!(!v.anti_affinity[0].all_namespaces && v.anti_affinity[1].all_namespaces);
         assert_eq!(v.tolerations[0].effect, Some(TaintEffect::NoSchedule));
         assert_eq!(v.tolerations[0].operator, TolerationOp::Equal);
         assert_eq!(v.phase, PodPhase::Pending);

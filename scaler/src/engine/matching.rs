@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use gpu_autoscaler_api::CapacityType;
 use gpu_autoscaler_api::policy::TaintEffect;
 
-use super::model::{PodView, SelectorOp, Taint, Toleration, TolerationOp};
+use super::model::{PodAffinityTerm, PodView, SelectorOp, Taint, Toleration, TolerationOp};
+
+/// The topology key of per-node pod anti-affinity, the one the engine enforces.
+pub const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
 
 /// The scheduling-relevant face of a node or of a node-to-be.
 #[derive(Debug, Clone)]
@@ -74,6 +77,44 @@ pub fn check(pod: &PodView, face: &NodeFace<'_>) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// Whether `term` (written by a pod in `owner_namespace`) selects `other`.
+fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, other: &PodView) -> bool {
+    let Some(selector) = &term.selector else {
+        return false;
+    };
+    let namespace_ok = term.all_namespaces
+        || if term.namespaces.is_empty() {
+            other.namespace == owner_namespace
+        } else {
+            term.namespaces.contains(&other.namespace)
+        };
+    namespace_ok
+        && selector
+            .iter()
+            .all(|r| requirement_holds(r.op, &r.key, &r.values, &other.labels))
+}
+
+/// Whether `pod` has per-node anti-affinity terms (only then can it exclude or be excluded by
+/// its own terms; see [`excludes`]).
+pub fn has_node_anti_affinity(pod: &PodView) -> bool {
+    pod.anti_affinity
+        .iter()
+        .any(|t| t.topology_key == HOSTNAME_TOPOLOGY)
+}
+
+/// Whether `a` and `b` may not share a node by required per-node pod anti-affinity, in either
+/// direction: the scheduler checks the incoming pod's terms and those of the pods already
+/// there.
+pub fn excludes(a: &PodView, b: &PodView) -> bool {
+    let one_way = |x: &PodView, y: &PodView| {
+        x.anti_affinity
+            .iter()
+            .filter(|t| t.topology_key == HOSTNAME_TOPOLOGY)
+            .any(|t| term_selects(t, &x.namespace, y))
+    };
+    one_way(a, b) || one_way(b, a)
+}
+
 fn requirement_holds(
     op: SelectorOp,
     key: &str,
@@ -130,6 +171,8 @@ mod tests {
             cpu_millis: 0,
             memory_bytes: 0,
             node_selector: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            anti_affinity: Vec::new(),
             affinity: vec![],
             tolerations: vec![],
             tier_preference: vec![],

@@ -194,6 +194,27 @@ pub struct LabelRequirement {
 /// One `nodeSelectorTerm`: all requirements must hold. Terms are ORed.
 pub type SelectorTerm = Vec<LabelRequirement>;
 
+/// One required pod anti-affinity term (`requiredDuringSchedulingIgnoredDuringExecution`).
+///
+/// The engine enforces terms whose `topology_key` is `kubernetes.io/hostname` (one replica
+/// per node, the usual form): packing never puts two pods that exclude each other on one node,
+/// ready or new, and scale-down never moves a pod next to one it excludes. Terms on other
+/// topology keys (zones) are kept but not evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodAffinityTerm {
+    /// `labelSelector` as ANDed requirements (`matchLabels` become `In`); `None` when the
+    /// term has no selector, which selects no pod.
+    pub selector: Option<Vec<LabelRequirement>>,
+    /// Namespaces the selector applies to; empty means the pod's own namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// The term has a `namespaceSelector`. Namespace labels are not in the snapshot, so every
+    /// namespace is taken to match: at worst a node too many, never a pod left pending.
+    #[serde(default)]
+    pub all_namespaces: bool,
+    pub topology_key: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TolerationOp {
     Equal,
@@ -256,6 +277,12 @@ pub struct PodView {
     pub memory_bytes: u64,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// The pod's labels (what other pods' anti-affinity selectors look at).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Required pod anti-affinity terms; see [`PodAffinityTerm`].
+    #[serde(default)]
+    pub anti_affinity: Vec<PodAffinityTerm>,
     /// Required node affinity terms (ORed); empty = no requirement.
     #[serde(default)]
     pub affinity: Vec<SelectorTerm>,

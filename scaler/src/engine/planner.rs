@@ -142,6 +142,13 @@ struct Ctx<'a> {
     newly_interrupted: BTreeSet<String>,
     /// Pods by bound node.
     pods_by_node: BTreeMap<&'a str, Vec<&'a PodView>>,
+    /// Whether any pod has per-node required anti-affinity; when none does (the common case)
+    /// the per-pod checks below are skipped entirely.
+    any_anti_affinity: bool,
+    /// Per ready bin: bound pods plus pods this plan placed there (for anti-affinity).
+    ready_pods: Vec<Vec<&'a PodView>>,
+    /// Per bin index: pods this plan placed there (for anti-affinity).
+    bin_pods: BTreeMap<usize, Vec<&'a PodView>>,
     shares: Shares,
 }
 
@@ -277,6 +284,9 @@ impl<'a> Ctx<'a> {
             plan,
             leaving: BTreeSet::new(),
             newly_interrupted: BTreeSet::new(),
+            any_anti_affinity: snap.pods.iter().any(matching::has_node_anti_affinity),
+            ready_pods: Vec::new(),
+            bin_pods: BTreeMap::new(),
             pods_by_node,
             shares: Shares {
                 reserved: 0.0,
@@ -638,6 +648,14 @@ impl<'a> Ctx<'a> {
                 capacity_type,
                 free,
             });
+            self.ready_pods.push(if self.any_anti_affinity {
+                self.pods_by_node
+                    .get(n.name.as_str())
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            });
         }
     }
 
@@ -646,7 +664,7 @@ impl<'a> Ctx<'a> {
     /// (signature, ready node): 0 unknown, 1 compatible, 2 not.
     fn fit_ready(
         &mut self,
-        pod: &PodView,
+        pod: &'a PodView,
         sig: usize,
         need: &Res,
         known: &mut Vec<Vec<u8>>,
@@ -694,6 +712,13 @@ impl<'a> Ctx<'a> {
             if row[ri] != 1 {
                 continue;
             }
+            if self.any_anti_affinity
+                && self.ready_pods[ri]
+                    .iter()
+                    .any(|o| matching::excludes(pod, o))
+            {
+                continue;
+            }
             let r = rank(b.capacity_type);
             if best.is_none_or(|(br, _)| r < br) {
                 best = Some((r, ri));
@@ -704,6 +729,9 @@ impl<'a> Ctx<'a> {
         }
         let (_, ri) = best?;
         self.ready[ri].free.take(need);
+        if self.any_anti_affinity {
+            self.ready_pods[ri].push(pod);
+        }
         Some(ri)
     }
 
@@ -989,10 +1017,18 @@ impl<'a> Ctx<'a> {
                         self.pools[pi].open_bins.swap_remove(k);
                         continue;
                     }
-                    if ok(b.shape) && b.free.fits(&need) {
+                    let excluded = self.any_anti_affinity
+                        && self
+                            .bin_pods
+                            .get(&bi)
+                            .is_some_and(|ps| ps.iter().any(|o| matching::excludes(pod, o)));
+                    if ok(b.shape) && b.free.fits(&need) && !excluded {
                         b.free.take(&need);
                         if let Some(o) = b.opened {
                             self.opened[o].pods.push(pod.key());
+                        }
+                        if self.any_anti_affinity {
+                            self.bin_pods.entry(bi).or_default().push(pod);
                         }
                         placed = true;
                         break 'pools;
@@ -1036,6 +1072,9 @@ impl<'a> Ctx<'a> {
             b.free.take(&need);
             if let Some(o) = b.opened {
                 self.opened[o].pods.push(pod.key());
+            }
+            if self.any_anti_affinity {
+                self.bin_pods.entry(bi).or_default().push(pod);
             }
         }
         unplaced
@@ -1758,10 +1797,21 @@ impl<'a> Ctx<'a> {
             sorted.sort_by(|a, b| b.gpus.cmp(&a.gpus).then(b.cpu_millis.cmp(&a.cpu_millis)));
             let mut all_fit = true;
             let mut dests: Vec<&str> = Vec::new();
+            // (destination, pod) moved so far in this trial, for anti-affinity.
+            let mut moved: Vec<(&str, &PodView)> = Vec::new();
             for p in &sorted {
                 let need = Res::of_pod(p);
+                let excluded_at = |name: &str| {
+                    self.any_anti_affinity
+                        && (self.ready_index.get(name).is_some_and(|&ri| {
+                            self.ready_pods[ri].iter().any(|o| matching::excludes(p, o))
+                        }) || moved
+                            .iter()
+                            .any(|(d, o)| *d == name && matching::excludes(p, o)))
+                };
                 let dest = trial.iter_mut().find(|(name, r)| {
                     r.fits(&need)
+                        && !excluded_at(name)
                         && node_by_name.get(*name).is_some_and(|d| {
                             matching::check(
                                 p,
@@ -1784,6 +1834,9 @@ impl<'a> Ctx<'a> {
                     Some((name, r)) => {
                         r.take(&need);
                         dests.push(name);
+                        if self.any_anti_affinity {
+                            moved.push((name, p));
+                        }
                     }
                     None => {
                         all_fit = false;
@@ -1793,6 +1846,12 @@ impl<'a> Ctx<'a> {
             }
             if !all_fit {
                 continue;
+            }
+            // Later candidates must see these pods at their new nodes.
+            for (name, p) in moved {
+                if let Some(&ri) = self.ready_index.get(name) {
+                    self.ready_pods[ri].push(p);
+                }
             }
             free = trial;
             receiving.extend(dests);

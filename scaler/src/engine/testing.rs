@@ -101,6 +101,8 @@ pub fn gpu_pod(name: &str, gpus: u32) -> PodView {
         cpu_millis: 1000 * u64::from(gpus.max(1)),
         memory_bytes: 4 * 1024 * 1024 * 1024 * u64::from(gpus.max(1)),
         node_selector: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        anti_affinity: Vec::new(),
         affinity: Vec::new(),
         tolerations: Vec::new(),
         tier_preference: Vec::new(),
@@ -670,6 +672,12 @@ impl VirtualCluster {
                         },
                     )
                     .is_ok()
+                    // Required per-node anti-affinity, both directions, as kube-scheduler.
+                    && !self.pods.iter().enumerate().any(|(j, o)| {
+                        j != i
+                            && o.node.as_deref() == Some(n.name.as_str())
+                            && matching::excludes(&self.pods[i], o)
+                    })
             });
             let p = &mut self.pods[i];
             match dest {
