@@ -365,6 +365,50 @@ async fn twenty_pending_pods_become_the_right_nodes_and_all_bind() -> Result<()>
     Ok(())
 }
 
+/// Three one-per-node replicas (required pod anti-affinity on the hostname): the real
+/// kube-scheduler puts one on the first 8-GPU node and leaves the others pending although that
+/// node has room; the engine must see that they can't go there and add a node for each.
+#[tokio::test]
+async fn one_per_node_replicas_get_a_node_each() -> Result<()> {
+    let e = env(base_spec(json!([
+        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand" }
+    ])))
+    .await?;
+    let provider = provider(&e.client, Duration::from_secs(2))?;
+    let r = replica(&e, provider.clone(), Arc::new(NoUtilization), None);
+    let api: Api<Pod> = Api::namespaced(e.client.clone(), &e.ns);
+    for i in 0..3 {
+        let mut pod = GpuPodSpec::new(format!("infer-{i}"), 1)
+            .namespace(&e.ns)
+            .label("app", "infer")
+            .build()?;
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        spec.affinity = Some(serde_json::from_value(json!({
+            "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": { "matchLabels": { "app": "infer" } },
+                "topologyKey": "kubernetes.io/hostname" }] }
+        }))?);
+        api.create(&PostParams::default(), &pod).await?;
+    }
+    wait_for(Duration::from_secs(120), || all_bound(&e.client, &e.ns, 3))
+        .await
+        .context("every replica gets bound")?;
+    let hosts: std::collections::BTreeSet<String> = pods(&e.client, &e.ns)
+        .await?
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    ensure!(hosts.len() == 3, "replicas share nodes: {hosts:?}");
+    let nodes = managed_nodes(&e.client).await?;
+    ensure!(
+        nodes.len() == 3,
+        "{} nodes for 3 one-per-node replicas",
+        nodes.len()
+    );
+    r.kill();
+    Ok(())
+}
+
 /// Waves of pods, each becoming unschedulable at its own time; prints the latency figures.
 #[tokio::test]
 async fn pending_to_provider_latency_stays_under_ten_seconds() -> Result<()> {
