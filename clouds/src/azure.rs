@@ -169,11 +169,12 @@ struct Vm {
     properties: Option<VmProperties>,
 }
 
+/// One page of an ARM list answer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VmList {
-    #[serde(default)]
-    value: Vec<Vm>,
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
     next_link: Option<String>,
 }
 
@@ -202,14 +203,6 @@ struct SkuRestriction {
     kind: Option<String>,
     #[serde(default)]
     values: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResourceSkuList {
-    #[serde(default)]
-    value: Vec<ResourceSku>,
-    next_link: Option<String>,
 }
 
 /// A GPU VM size as the Resource SKUs API describes it in the provider's region.
@@ -453,35 +446,22 @@ impl AzureProvider {
     pub async fn load_vm_sizes(&self) -> ProviderResult<usize> {
         const OPERATION: &str = "load_vm_sizes";
         let region = self.region().to_string();
-        let mut url = format!(
+        let url = format!(
             "{}/subscriptions/{}/providers/Microsoft.Compute/skus?api-version={SKUS_API_VERSION}&$filter=location%20eq%20%27{}%27",
             self.config.endpoint.trim_end_matches('/'),
             self.config.subscription_id,
             region,
         );
-        let mut sizes = BTreeMap::new();
-        loop {
-            let reply = self
-                .send(
-                    OPERATION,
-                    "resourceSkus.list",
-                    reqwest::Method::GET,
-                    &url,
-                    None,
-                )
-                .await?;
-            let page: ResourceSkuList = serde_json::from_str(&reply.body).map_err(|e| {
-                ProviderError::other(OPERATION, format!("unreadable Resource SKUs list: {e}"))
-            })?;
-            sizes.extend(page.value.iter().filter_map(|s| s.gpu_vm_size(&region)));
-            match page.next_link {
-                // Follow only links on our own endpoint: the token must not go elsewhere.
-                Some(next) if next.starts_with(self.config.endpoint.trim_end_matches('/')) => {
-                    url = next
-                }
-                _ => break,
-            }
-        }
+        let skus: Vec<ResourceSku> = self
+            .list_all(
+                OPERATION,
+                "resourceSkus.list",
+                url,
+                "unreadable Resource SKUs list",
+            )
+            .await?;
+        let sizes: BTreeMap<String, VmSize> =
+            skus.iter().filter_map(|s| s.gpu_vm_size(&region)).collect();
         let n = sizes.len();
         *self.vm_sizes.lock().unwrap_or_else(|e| e.into_inner()) = sizes;
         Ok(n)
@@ -603,24 +583,33 @@ impl AzureProvider {
 
     async fn list_vms(&self, operation: &'static str, pool: &str) -> ProviderResult<Vec<Vm>> {
         let vmss = self.vmss(operation, pool)?;
-        let mut url = self.url(vmss, "/virtualMachines");
+        self.list_all(
+            operation,
+            "virtualMachineScaleSetVMs.list",
+            self.url(vmss, "/virtualMachines"),
+            &format!("VMSS {vmss}: unreadable VM list"),
+        )
+        .await
+    }
+
+    /// Every item of a paged ARM list, following `nextLink` only on our own endpoint (the
+    /// token must not go elsewhere). `what` prefixes a decoding error.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        call: &'static str,
+        mut url: String,
+        what: &str,
+    ) -> ProviderResult<Vec<T>> {
         let mut out = Vec::new();
         loop {
             let reply = self
-                .send(
-                    operation,
-                    "virtualMachineScaleSetVMs.list",
-                    reqwest::Method::GET,
-                    &url,
-                    None,
-                )
+                .send(operation, call, reqwest::Method::GET, &url, None)
                 .await?;
-            let page: VmList = serde_json::from_str(&reply.body).map_err(|e| {
-                ProviderError::other(operation, format!("VMSS {vmss}: unreadable VM list: {e}"))
-            })?;
+            let page: Page<T> = serde_json::from_str(&reply.body)
+                .map_err(|e| ProviderError::other(operation, format!("{what}: {e}")))?;
             out.extend(page.value);
             match page.next_link {
-                // Follow only links on our own endpoint: the token must not go elsewhere.
                 Some(next) if next.starts_with(self.config.endpoint.trim_end_matches('/')) => {
                     url = next
                 }
