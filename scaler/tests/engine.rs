@@ -475,7 +475,7 @@ fn ready_node_room_respects_scheduling_constraints() {
 /// A replica of `app` that must not share a node with another replica of `app` (in its
 /// namespace), the usual one-per-node spread of an inference Deployment.
 fn one_per_node(mut p: PodView, app: &str) -> PodView {
-    p.labels.insert("app".into(), app.into());
+    p.labels.insert("app", app);
     p.anti_affinity.push(PodAffinityTerm {
         selector: Some(vec![LabelRequirement {
             key: "app".into(),
@@ -526,7 +526,7 @@ fn required_pod_anti_affinity_is_respected_when_packing() {
             "only the pending pod",
             |p| {
                 let mut p = p;
-                p.labels.insert("app".into(), "infer".into());
+                p.labels.insert("app", "infer");
                 p
             },
             |p| one_per_node(p, "infer"),
@@ -537,7 +537,7 @@ fn required_pod_anti_affinity_is_respected_when_packing() {
             |p| one_per_node(p, "infer"),
             |p| {
                 let mut p = p;
-                p.labels.insert("app".into(), "infer".into());
+                p.labels.insert("app", "infer");
                 p
             },
             1,

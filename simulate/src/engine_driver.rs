@@ -185,7 +185,7 @@ impl EngineAutoscaler {
             cpu_millis: p.cpu_millis,
             memory_bytes: p.memory_bytes,
             node_selector: BTreeMap::new(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             anti_affinity: Vec::new(),
             affinity: Vec::new(),
             // The webhook adds the spot toleration exactly when the tier preference allows spot.

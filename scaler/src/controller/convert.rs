@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::engine::{
-    InterruptionNotice, LabelRequirement, NodeView, OwnerRef, PodAffinityTerm, PodPhase, PodView,
-    SelectorOp, SelectorTerm, Taint, Toleration, TolerationOp,
+    InterruptionNotice, LabelRequirement, NodeView, OwnerRef, PodAffinityTerm, PodLabels, PodPhase,
+    PodView, SelectorOp, SelectorTerm, Taint, Toleration, TolerationOp,
 };
 
 /// Node annotation holding the start of the node's current underutilized stretch (RFC 3339),
@@ -249,7 +249,7 @@ pub fn pod_view(pod: &Pod, names: &GpuResourceNames) -> Option<PodView> {
         cpu_millis: (requests.cpu() * 1000.0).ceil().max(0.0) as u64,
         memory_bytes: requests.memory().ceil().max(0.0) as u64,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
-        labels: labels.cloned().unwrap_or_default(),
+        labels: labels.map(PodLabels::from).unwrap_or_default(),
         anti_affinity,
         affinity,
         tolerations,
@@ -523,7 +523,10 @@ mod tests {
         assert_eq!(v.affinity.len(), 1);
         assert_eq!(v.affinity[0][0].op, SelectorOp::In);
         assert_eq!(v.affinity[0][1].op, SelectorOp::Unsupported);
-        assert_eq!(v.labels["gpu-autoscaler.io/workload-type"], "training");
+        assert_eq!(
+            v.labels.get("gpu-autoscaler.io/workload-type"),
+            Some("training")
+        );
         assert_eq!(v.anti_affinity.len(), 2);
         let sel = v.anti_affinity[0].selector.as_ref().expect("selector");
         assert_eq!(

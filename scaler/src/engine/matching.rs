@@ -91,7 +91,7 @@ fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, other: &PodView) 
     namespace_ok
         && selector
             .iter()
-            .all(|r| requirement_holds(r.op, &r.key, &r.values, &other.labels))
+            .all(|r| value_satisfies(r.op, &r.values, other.labels.get(&r.key)))
 }
 
 /// Whether `pod` has per-node anti-affinity terms (only then can it exclude or be excluded by
@@ -121,7 +121,11 @@ fn requirement_holds(
     values: &[String],
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    let v = labels.get(key);
+    value_satisfies(op, values, labels.get(key).map(String::as_str))
+}
+
+/// Whether a label's value (`None`: not set) satisfies a requirement.
+fn value_satisfies(op: SelectorOp, values: &[String], v: Option<&str>) -> bool {
     match op {
         SelectorOp::In => v.is_some_and(|v| values.iter().any(|x| x == v)),
         SelectorOp::NotIn => v.is_none_or(|v| !values.iter().any(|x| x == v)),
@@ -171,7 +175,7 @@ mod tests {
             cpu_millis: 0,
             memory_bytes: 0,
             node_selector: BTreeMap::new(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             anti_affinity: Vec::new(),
             affinity: vec![],
             tolerations: vec![],

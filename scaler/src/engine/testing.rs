@@ -101,7 +101,7 @@ pub fn gpu_pod(name: &str, gpus: u32) -> PodView {
         cpu_millis: 1000 * u64::from(gpus.max(1)),
         memory_bytes: 4 * 1024 * 1024 * 1024 * u64::from(gpus.max(1)),
         node_selector: BTreeMap::new(),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         anti_affinity: Vec::new(),
         affinity: Vec::new(),
         tolerations: Vec::new(),
