@@ -572,6 +572,69 @@ fn required_pod_anti_affinity_is_respected_when_packing() {
     }
 }
 
+/// `one_per_node`, but one per zone.
+fn one_per_zone(mut p: PodView, app: &str) -> PodView {
+    p = one_per_node(p, app);
+    p.anti_affinity[0].topology_key = "topology.kubernetes.io/zone".into();
+    p
+}
+
+#[test]
+fn zone_anti_affinity_steers_new_nodes_to_a_free_zone() {
+    let zonal = || {
+        vec![pool_state(node_pool(
+            "od",
+            OnDemand,
+            0,
+            40,
+            &["p3.16xlarge"],
+            &["z-a", "z-b"],
+        ))]
+    };
+    let zones = |p: &Plan| -> Vec<Option<String>> {
+        let mut z: Vec<_> = p.scale_ups.iter().map(|s| s.zone.clone()).collect();
+        z.sort();
+        z
+    };
+    // A replica runs in z-a on a node with 7 free GPUs. Another replica may not join it in
+    // z-a, so the new node must be in z-b; a pod of another app just uses the room.
+    let mut vc = cluster(zonal());
+    vc.utilization_from_allocation = false;
+    let n = vc.add_ready_node("od", "p3.16xlarge", Some("z-a")).unwrap();
+    let mut r0 = one_per_zone(gpu_pod("r0", 1), "infer");
+    r0.node = Some(n);
+    r0.phase = PodPhase::Running;
+    vc.add_pod(r0);
+    let p = plan_with_pending(&vc, vec![one_per_zone(pending("r1", 1), "infer")]);
+    assert_eq!(zones(&p), [Some("z-b".to_string())]);
+    let p = plan_with_pending(&vc, vec![one_per_zone(pending("o1", 1), "train")]);
+    assert_eq!(added(&p), 0);
+    // Only the running pod carries the term: the pending one is still kept out of z-a.
+    let mut plain = pending("r2", 1);
+    plain.labels.insert("app", "infer");
+    let p = plan_with_pending(&vc, vec![plain]);
+    assert_eq!(zones(&p), [Some("z-b".to_string())]);
+
+    // From nothing: two replicas, two zones; a third has nowhere to go and says why.
+    let mut s = empty_snapshot(zonal());
+    s.pods = (1..=3)
+        .map(|i| one_per_zone(pending(&format!("r{i}"), 1), "infer"))
+        .collect();
+    let p = plan(&s);
+    assert_eq!(
+        zones(&p),
+        [Some("z-a".to_string()), Some("z-b".to_string())]
+    );
+    let why: Vec<&str> = p
+        .events
+        .iter()
+        .filter(|e| e.reason == "NotTriggerScaleUp")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].contains("anti-affinity"), "{why:?}");
+}
+
 #[test]
 fn scale_down_does_not_move_a_replica_next_to_its_sibling() {
     // Two under-used nodes, one replica each; each could hold the other's pod, but the

@@ -94,22 +94,31 @@ fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, other: &PodView) 
             .all(|r| value_satisfies(r.op, &r.values, other.labels.get(&r.key)))
 }
 
-/// Whether `pod` has per-node anti-affinity terms (only then can it exclude or be excluded by
-/// its own terms; see [`excludes`]).
-pub fn has_node_anti_affinity(pod: &PodView) -> bool {
+/// Whether `pod` has required anti-affinity terms on `topology_key`.
+pub fn has_anti_affinity_on(pod: &PodView, topology_key: &str) -> bool {
     pod.anti_affinity
         .iter()
-        .any(|t| t.topology_key == HOSTNAME_TOPOLOGY)
+        .any(|t| t.topology_key == topology_key)
 }
 
-/// Whether `a` and `b` may not share a node by required per-node pod anti-affinity, in either
-/// direction: the scheduler checks the incoming pod's terms and those of the pods already
-/// there.
-pub fn excludes(a: &PodView, b: &PodView) -> bool {
+/// Whether `a` and `b` may not run on one node: pods on one node share every topology domain
+/// (its hostname, zone, ...), so a required anti-affinity term on any key rules it out.
+pub fn excludes_on_node(a: &PodView, b: &PodView) -> bool {
     let one_way = |x: &PodView, y: &PodView| {
         x.anti_affinity
             .iter()
-            .filter(|t| t.topology_key == HOSTNAME_TOPOLOGY)
+            .any(|t| term_selects(t, &x.namespace, y))
+    };
+    one_way(a, b) || one_way(b, a)
+}
+
+/// Whether `a` and `b` may not share a `topology_key` domain (a zone, ...), in either
+/// direction.
+pub fn excludes_on(a: &PodView, b: &PodView, topology_key: &str) -> bool {
+    let one_way = |x: &PodView, y: &PodView| {
+        x.anti_affinity
+            .iter()
+            .filter(|t| t.topology_key == topology_key)
             .any(|t| term_selects(t, &x.namespace, y))
     };
     one_way(a, b) || one_way(b, a)

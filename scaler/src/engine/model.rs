@@ -271,10 +271,12 @@ impl<'de> Deserialize<'de> for PodLabels {
 
 /// One required pod anti-affinity term (`requiredDuringSchedulingIgnoredDuringExecution`).
 ///
-/// The engine enforces terms whose `topology_key` is `kubernetes.io/hostname` (one replica
-/// per node, the usual form): packing never puts two pods that exclude each other on one node,
-/// ready or new, and scale-down never moves a pod next to one it excludes. Terms on other
-/// topology keys (zones) are kept but not evaluated.
+/// Packing never puts two pods that exclude each other on one node (ready, on its way or new)
+/// or, for terms on another key such as `topology.kubernetes.io/zone`, into one domain of
+/// that key as the nodes' (or the instance templates') labels give it; scale-down never moves
+/// a pod where it would break a term. A new node for a pod with zone terms is opened in a
+/// zone it may use when its pool lists zones; a pool without zones leaves the choice to the
+/// cloud, so the node may land in a zone the pod can't use (it then waits for another).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodAffinityTerm {
     /// `labelSelector` as ANDed requirements (`matchLabels` become `In`); `None` when the

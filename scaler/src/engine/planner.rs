@@ -142,15 +142,31 @@ struct Ctx<'a> {
     newly_interrupted: BTreeSet<String>,
     /// Pods by bound node.
     pods_by_node: BTreeMap<&'a str, Vec<&'a PodView>>,
-    /// Whether any pod has per-node required anti-affinity; when none does (the common case)
-    /// the per-pod checks below are skipped entirely.
+    /// Whether any pod has required anti-affinity; when none does (the common case) the
+    /// per-pod checks below are skipped entirely.
     any_anti_affinity: bool,
     /// Per ready bin: bound pods plus pods this plan placed there (for anti-affinity).
     ready_pods: Vec<Vec<&'a PodView>>,
     /// Per bin index: pods this plan placed there (for anti-affinity).
     bin_pods: BTreeMap<usize, Vec<&'a PodView>>,
+    /// Topology keys other than the hostname (zones, ...) that some pod's required
+    /// anti-affinity uses; empty in the common case, which skips the domain checks.
+    domain_keys: Vec<&'a str>,
+    /// (topology key, domain value) -> the pods there: every pod, and those with terms on
+    /// that key (a pod without terms of its own only needs checking against the latter).
+    domain_pods: BTreeMap<(&'a str, String), DomainPods<'a>>,
     shares: Shares,
 }
+
+/// The pods of one topology domain (see `Ctx::domain_pods`).
+#[derive(Debug, Default)]
+struct DomainPods<'a> {
+    all: Vec<&'a PodView>,
+    with_terms: Vec<&'a PodView>,
+}
+
+/// Domains (topology key, value) a pod must not be placed in.
+type Blocked<'a> = Vec<(&'a str, String)>;
 
 #[derive(Debug, Clone, Copy)]
 struct Shares {
@@ -284,9 +300,20 @@ impl<'a> Ctx<'a> {
             plan,
             leaving: BTreeSet::new(),
             newly_interrupted: BTreeSet::new(),
-            any_anti_affinity: snap.pods.iter().any(matching::has_node_anti_affinity),
+            any_anti_affinity: snap.pods.iter().any(|p| !p.anti_affinity.is_empty()),
             ready_pods: Vec::new(),
             bin_pods: BTreeMap::new(),
+            domain_keys: {
+                let keys: BTreeSet<&str> = snap
+                    .pods
+                    .iter()
+                    .flat_map(|p| p.anti_affinity.iter())
+                    .map(|t| t.topology_key.as_str())
+                    .filter(|k| *k != matching::HOSTNAME_TOPOLOGY)
+                    .collect();
+                keys.into_iter().collect()
+            },
+            domain_pods: BTreeMap::new(),
             pods_by_node,
             shares: Shares {
                 reserved: 0.0,
@@ -434,6 +461,7 @@ impl<'a> Ctx<'a> {
         let now = self.now;
         let max_provision = secs(self.p.max_node_provision_time_seconds);
         self.account_ready_nodes();
+        self.account_domains();
         // Registered nodes per pool; nodes still waiting for GPUs become bins.
         for n in &self.snap.nodes {
             let Some(pi) = self.pool_of(n) else { continue };
@@ -668,6 +696,7 @@ impl<'a> Ctx<'a> {
         sig: usize,
         need: &Res,
         known: &mut Vec<Vec<u8>>,
+        blocked: &[(&str, String)],
     ) -> Option<usize> {
         if self.ready_open.is_empty() {
             return None;
@@ -715,8 +744,11 @@ impl<'a> Ctx<'a> {
             if self.any_anti_affinity
                 && self.ready_pods[ri]
                     .iter()
-                    .any(|o| matching::excludes(pod, o))
+                    .any(|o| matching::excludes_on_node(pod, o))
             {
+                continue;
+            }
+            if !domain_allows(blocked, &b.node.labels) {
                 continue;
             }
             let r = rank(b.capacity_type);
@@ -732,7 +764,65 @@ impl<'a> Ctx<'a> {
         if self.any_anti_affinity {
             self.ready_pods[ri].push(pod);
         }
+        if !self.domain_keys.is_empty() {
+            let node: &'a NodeView = self.ready[ri].node;
+            self.record_domains(&node.labels, &[pod]);
+        }
         Some(ri)
+    }
+
+    /// Indexes bound pods by the topology domains (zones, ...) their nodes are in, for the
+    /// keys some pod's anti-affinity uses.
+    fn account_domains(&mut self) {
+        if self.domain_keys.is_empty() {
+            return;
+        }
+        let snap = self.snap;
+        for n in &snap.nodes {
+            let Some(pods) = self.pods_by_node.get(n.name.as_str()) else {
+                continue;
+            };
+            let pods = pods.clone();
+            self.record_domains(&n.labels, &pods);
+        }
+    }
+
+    /// Adds `pods` to the domains that `labels` (a node's, or a shape's) place them in.
+    fn record_domains(&mut self, labels: &BTreeMap<String, String>, pods: &[&'a PodView]) {
+        for i in 0..self.domain_keys.len() {
+            let key = self.domain_keys[i];
+            let Some(value) = labels.get(key) else {
+                continue;
+            };
+            let d = self.domain_pods.entry((key, value.clone())).or_default();
+            for &p in pods {
+                d.all.push(p);
+                if matching::has_anti_affinity_on(p, key) {
+                    d.with_terms.push(p);
+                }
+            }
+        }
+    }
+
+    /// The domains `pod` may not go to: those holding a pod it excludes or that excludes it
+    /// (other than `pod` itself, which matters when a bound pod is being moved).
+    fn blocked_domains(&self, pod: &PodView) -> Blocked<'a> {
+        let mut out = Vec::new();
+        for ((key, value), d) in &self.domain_pods {
+            let key: &'a str = key;
+            let candidates = if matching::has_anti_affinity_on(pod, key) {
+                &d.all
+            } else {
+                &d.with_terms
+            };
+            if candidates
+                .iter()
+                .any(|o| !std::ptr::eq(*o, pod) && matching::excludes_on(pod, o, key))
+            {
+                out.push((key, value.clone()));
+            }
+        }
+        out
     }
 
     /// The shape of `template` in `zone` (falls back to the "any zone" shape).
@@ -992,8 +1082,16 @@ impl<'a> Ctx<'a> {
         for (pod, sig) in items {
             remaining[sig] = remaining[sig].saturating_sub(u64::from(pod.gpus));
             let need = Res::of_pod(pod);
+            let blocked = if self.domain_keys.is_empty() {
+                Vec::new()
+            } else {
+                self.blocked_domains(pod)
+            };
             // 0. Room on a node that is ready now: the scheduler will put it there.
-            if self.fit_ready(pod, sig, &need, &mut ready_known).is_some() {
+            if self
+                .fit_ready(pod, sig, &need, &mut ready_known, &blocked)
+                .is_some()
+            {
                 continue;
             }
             let compat = &cache.compat[sig];
@@ -1018,17 +1116,25 @@ impl<'a> Ctx<'a> {
                         continue;
                     }
                     let excluded = self.any_anti_affinity
-                        && self
-                            .bin_pods
-                            .get(&bi)
-                            .is_some_and(|ps| ps.iter().any(|o| matching::excludes(pod, o)));
-                    if ok(b.shape) && b.free.fits(&need) && !excluded {
+                        && self.bin_pods.get(&bi).is_some_and(|ps| {
+                            ps.iter().any(|o| matching::excludes_on_node(pod, o))
+                        });
+                    let shape = b.shape;
+                    if ok(shape)
+                        && b.free.fits(&need)
+                        && !excluded
+                        && domain_allows(&blocked, &self.shapes.shapes[shape].labels)
+                    {
                         b.free.take(&need);
                         if let Some(o) = b.opened {
                             self.opened[o].pods.push(pod.key());
                         }
                         if self.any_anti_affinity {
                             self.bin_pods.entry(bi).or_default().push(pod);
+                        }
+                        if !self.domain_keys.is_empty() {
+                            let labels = self.shapes.shapes[shape].labels.clone();
+                            self.record_domains(&labels, &[pod]);
                         }
                         placed = true;
                         break 'pools;
@@ -1041,8 +1147,34 @@ impl<'a> Ctx<'a> {
             }
             // 2. A new node.
             let allowed: Vec<CapacityType> = allowed_types(pod, compat, &self.shapes);
-            let fits_shape =
-                |si: usize, shapes: &Shapes| ok(si) && shapes.shapes[si].res.fits(&need);
+            // A shape in a blocked domain is out; so is one whose domain is unknown (an "any
+            // zone" shape) when its pool also has shapes with a known one, so the new node lands
+            // where the pod may run. A pool without any is tried anyway: the cloud picks.
+            // Keys whose domain must be known: those blocked, and those of the pod's own terms
+            // (else siblings opened in this plan could all land in one unknown zone).
+            let must_know: Vec<&str> = blocked
+                .iter()
+                .map(|(k, _)| *k)
+                .chain(
+                    pod.anti_affinity
+                        .iter()
+                        .map(|t| t.topology_key.as_str())
+                        .filter(|k| *k != matching::HOSTNAME_TOPOLOGY),
+                )
+                .collect();
+            let shape_domain_ok = |si: usize, shapes: &Shapes| {
+                let sh = &shapes.shapes[si];
+                domain_allows(&blocked, &sh.labels)
+                    && must_know.iter().all(|k| {
+                        sh.labels.contains_key(*k)
+                            || !shapes.by_pool[sh.pool]
+                                .iter()
+                                .any(|&o| shapes.shapes[o].labels.contains_key(*k))
+                    })
+            };
+            let fits_shape = |si: usize, shapes: &Shapes| {
+                ok(si) && shapes.shapes[si].res.fits(&need) && shape_domain_ok(si, shapes)
+            };
             let Some((pi, ti, zone)) = self.choose_new_node(
                 &allowed,
                 &compat.pools,
@@ -1050,14 +1182,20 @@ impl<'a> Ctx<'a> {
                 Some((pod.gpus, remaining[sig])),
                 prefer_pool,
             ) else {
-                let any_fit = self
-                    .shapes
-                    .shapes
-                    .iter()
-                    .enumerate()
-                    .any(|(si, _)| fits_shape(si, &self.shapes));
+                let n_shapes = self.shapes.shapes.len();
+                let any_fit = (0..n_shapes).any(|si| fits_shape(si, &self.shapes));
+                let fits_but_blocked = !any_fit
+                    && !blocked.is_empty()
+                    && (0..n_shapes).any(|si| ok(si) && self.shapes.shapes[si].res.fits(&need));
                 let why = if any_fit {
                     "every pool that could run it is at its maxSize, the policy is at maxNodes, or the pool is backing off after a failure".to_string()
+                } else if fits_but_blocked {
+                    let domains: Vec<String> =
+                        blocked.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!(
+                        "its required pod anti-affinity rules out every zone its pools offer ({} already taken)",
+                        domains.join(", ")
+                    )
                 } else {
                     format!(
                         "no instance type of a matching pool is large enough ({} GPU, {}m CPU, {} bytes memory)",
@@ -1073,8 +1211,13 @@ impl<'a> Ctx<'a> {
             if let Some(o) = b.opened {
                 self.opened[o].pods.push(pod.key());
             }
+            let shape = b.shape;
             if self.any_anti_affinity {
                 self.bin_pods.entry(bi).or_default().push(pod);
+            }
+            if !self.domain_keys.is_empty() {
+                let labels = self.shapes.shapes[shape].labels.clone();
+                self.record_domains(&labels, &[pod]);
             }
         }
         unplaced
@@ -1801,17 +1944,27 @@ impl<'a> Ctx<'a> {
             let mut moved: Vec<(&str, &PodView)> = Vec::new();
             for p in &sorted {
                 let need = Res::of_pod(p);
+                let blocked = if self.domain_keys.is_empty() {
+                    Vec::new()
+                } else {
+                    self.blocked_domains(p)
+                };
                 let excluded_at = |name: &str| {
                     self.any_anti_affinity
                         && (self.ready_index.get(name).is_some_and(|&ri| {
-                            self.ready_pods[ri].iter().any(|o| matching::excludes(p, o))
+                            self.ready_pods[ri]
+                                .iter()
+                                .any(|o| matching::excludes_on_node(p, o))
                         }) || moved
                             .iter()
-                            .any(|(d, o)| *d == name && matching::excludes(p, o)))
+                            .any(|(d, o)| *d == name && matching::excludes_on_node(p, o)))
                 };
                 let dest = trial.iter_mut().find(|(name, r)| {
                     r.fits(&need)
                         && !excluded_at(name)
+                        && node_by_name
+                            .get(*name)
+                            .is_some_and(|d| domain_allows(&blocked, &d.labels))
                         && node_by_name.get(*name).is_some_and(|d| {
                             matching::check(
                                 p,
@@ -1851,6 +2004,14 @@ impl<'a> Ctx<'a> {
             for (name, p) in moved {
                 if let Some(&ri) = self.ready_index.get(name) {
                     self.ready_pods[ri].push(p);
+                }
+            }
+            if !self.domain_keys.is_empty() {
+                for (p, name) in sorted.iter().zip(&dests) {
+                    if let Some(d) = node_by_name.get(name) {
+                        let labels: &'a BTreeMap<String, String> = &d.labels;
+                        self.record_domains(labels, &[*p]);
+                    }
                 }
             }
             free = trial;
@@ -2025,6 +2186,13 @@ impl<'a> Ctx<'a> {
 }
 
 /// The capacity types a pod may get, in its preference order (then reliability order).
+/// Whether a node or shape with `labels` is outside every blocked (topology key, value).
+fn domain_allows(blocked: &[(&str, String)], labels: &BTreeMap<String, String>) -> bool {
+    blocked
+        .iter()
+        .all(|(k, v)| labels.get(*k).is_none_or(|x| x != v))
+}
+
 fn allowed_types(
     pod: &PodView,
     compat: &super::pack::Compat,

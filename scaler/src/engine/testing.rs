@@ -672,11 +672,31 @@ impl VirtualCluster {
                         },
                     )
                     .is_ok()
-                    // Required per-node anti-affinity, both directions, as kube-scheduler.
+                    // Required anti-affinity, both directions, as kube-scheduler: per node, and
+                    // per zone or any other label both nodes carry with the same value.
                     && !self.pods.iter().enumerate().any(|(j, o)| {
+                        let Some(m) = o
+                            .node
+                            .as_deref()
+                            .and_then(|on| self.nodes.iter().find(|x| x.name == on))
+                        else {
+                            return false;
+                        };
                         j != i
-                            && o.node.as_deref() == Some(n.name.as_str())
-                            && matching::excludes(&self.pods[i], o)
+                            && (if m.name == n.name {
+                                matching::excludes_on_node(&self.pods[i], o)
+                            } else {
+                                o.anti_affinity
+                                    .iter()
+                                    .chain(self.pods[i].anti_affinity.iter())
+                                    .map(|t| t.topology_key.as_str())
+                                    .filter(|k| *k != matching::HOSTNAME_TOPOLOGY)
+                                    .any(|k| {
+                                        n.labels.contains_key(k)
+                                            && n.labels.get(k) == m.labels.get(k)
+                                            && matching::excludes_on(&self.pods[i], o, k)
+                                    })
+                            })
                     })
             });
             let p = &mut self.pods[i];
