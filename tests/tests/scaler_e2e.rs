@@ -409,6 +409,56 @@ async fn one_per_node_replicas_get_a_node_each() -> Result<()> {
     Ok(())
 }
 
+/// Three one-per-zone replicas on a pool over three zones: each gets a node in a zone of
+/// its own, and the real kube-scheduler binds all three.
+#[tokio::test]
+async fn one_per_zone_replicas_get_a_zone_each() -> Result<()> {
+    let e = env(base_spec(json!([
+        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand",
+          "availabilityZones": ["zone-a", "zone-b", "zone-c"] }
+    ])))
+    .await?;
+    let provider = provider(&e.client, Duration::from_secs(2))?;
+    let r = replica(&e, provider.clone(), Arc::new(NoUtilization), None);
+    let api: Api<Pod> = Api::namespaced(e.client.clone(), &e.ns);
+    for i in 0..3 {
+        let mut pod = GpuPodSpec::new(format!("infer-{i}"), 1)
+            .namespace(&e.ns)
+            .label("app", "infer")
+            .build()?;
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        spec.affinity = Some(serde_json::from_value(json!({
+            "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": { "matchLabels": { "app": "infer" } },
+                "topologyKey": keys::LABEL_ZONE }] }
+        }))?);
+        api.create(&PostParams::default(), &pod).await?;
+    }
+    wait_for(Duration::from_secs(120), || all_bound(&e.client, &e.ns, 3))
+        .await
+        .context("every replica gets bound")?;
+    let nodes = managed_nodes(&e.client).await?;
+    let zone_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .and_then(|n| n.metadata.labels.as_ref()?.get(keys::LABEL_ZONE).cloned())
+    };
+    let zones: std::collections::BTreeSet<String> = pods(&e.client, &e.ns)
+        .await?
+        .iter()
+        .filter_map(|p| zone_of(p.spec.as_ref()?.node_name.as_deref()?))
+        .collect();
+    ensure!(zones.len() == 3, "replicas share zones: {zones:?}");
+    ensure!(
+        nodes.len() == 3,
+        "{} nodes for 3 one-per-zone replicas",
+        nodes.len()
+    );
+    r.kill();
+    Ok(())
+}
+
 /// Waves of pods, each becoming unschedulable at its own time; prints the latency figures.
 #[tokio::test]
 async fn pending_to_provider_latency_stays_under_ten_seconds() -> Result<()> {
