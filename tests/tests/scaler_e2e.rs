@@ -365,13 +365,14 @@ async fn twenty_pending_pods_become_the_right_nodes_and_all_bind() -> Result<()>
     Ok(())
 }
 
-/// Three one-per-node replicas (required pod anti-affinity on the hostname): the real
-/// kube-scheduler puts one on the first 8-GPU node and leaves the others pending although that
-/// node has room; the engine must see that they can't go there and add a node for each.
-#[tokio::test]
-async fn one_per_node_replicas_get_a_node_each() -> Result<()> {
+/// Runs three replicas of one app whose required pod anti-affinity on `topology_key` keeps
+/// them apart, on a policy with one 8-GPU on-demand pool over `zones`, until all are bound by
+/// the real kube-scheduler; returns the value of `topology_key` of each replica's node and
+/// the number of managed nodes.
+async fn three_replicas_apart(topology_key: &str, zones: &[&str]) -> Result<(Vec<String>, usize)> {
     let e = env(base_spec(json!([
-        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand" }
+        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand",
+          "availabilityZones": zones }
     ])))
     .await?;
     let provider = provider(&e.client, Duration::from_secs(2))?;
@@ -386,76 +387,55 @@ async fn one_per_node_replicas_get_a_node_each() -> Result<()> {
         spec.affinity = Some(serde_json::from_value(json!({
             "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
                 "labelSelector": { "matchLabels": { "app": "infer" } },
-                "topologyKey": "kubernetes.io/hostname" }] }
+                "topologyKey": topology_key }] }
         }))?);
         api.create(&PostParams::default(), &pod).await?;
     }
     wait_for(Duration::from_secs(120), || all_bound(&e.client, &e.ns, 3))
         .await
         .context("every replica gets bound")?;
-    let hosts: std::collections::BTreeSet<String> = pods(&e.client, &e.ns)
+    let nodes = managed_nodes(&e.client).await?;
+    let domain_of = |name: &str| {
+        let n = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))?;
+        n.metadata.labels.as_ref()?.get(topology_key).cloned()
+    };
+    let domains = pods(&e.client, &e.ns)
         .await?
         .iter()
-        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .filter_map(|p| domain_of(p.spec.as_ref()?.node_name.as_deref()?))
         .collect();
-    ensure!(hosts.len() == 3, "replicas share nodes: {hosts:?}");
-    let nodes = managed_nodes(&e.client).await?;
-    ensure!(
-        nodes.len() == 3,
-        "{} nodes for 3 one-per-node replicas",
-        nodes.len()
-    );
     r.kill();
+    Ok((domains, nodes.len()))
+}
+
+/// One-per-node replicas: the real kube-scheduler puts one on the first 8-GPU node and leaves
+/// the others pending although that node has room; the engine must see that they can't go
+/// there and add a node for each.
+#[tokio::test]
+async fn one_per_node_replicas_get_a_node_each() -> Result<()> {
+    let (hosts, nodes) = three_replicas_apart("kubernetes.io/hostname", &[]).await?;
+    let distinct: std::collections::BTreeSet<&String> = hosts.iter().collect();
+    ensure!(
+        hosts.len() == 3 && distinct.len() == 3,
+        "replicas share nodes: {hosts:?}"
+    );
+    ensure!(nodes == 3, "{nodes} nodes for 3 one-per-node replicas");
     Ok(())
 }
 
-/// Three one-per-zone replicas on a pool over three zones: each gets a node in a zone of
-/// its own, and the real kube-scheduler binds all three.
+/// One-per-zone replicas on a pool over three zones: each gets a node in a zone of its own.
 #[tokio::test]
 async fn one_per_zone_replicas_get_a_zone_each() -> Result<()> {
-    let e = env(base_spec(json!([
-        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand",
-          "availabilityZones": ["zone-a", "zone-b", "zone-c"] }
-    ])))
-    .await?;
-    let provider = provider(&e.client, Duration::from_secs(2))?;
-    let r = replica(&e, provider.clone(), Arc::new(NoUtilization), None);
-    let api: Api<Pod> = Api::namespaced(e.client.clone(), &e.ns);
-    for i in 0..3 {
-        let mut pod = GpuPodSpec::new(format!("infer-{i}"), 1)
-            .namespace(&e.ns)
-            .label("app", "infer")
-            .build()?;
-        let spec = pod.spec.get_or_insert_with(Default::default);
-        spec.affinity = Some(serde_json::from_value(json!({
-            "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
-                "labelSelector": { "matchLabels": { "app": "infer" } },
-                "topologyKey": keys::LABEL_ZONE }] }
-        }))?);
-        api.create(&PostParams::default(), &pod).await?;
-    }
-    wait_for(Duration::from_secs(120), || all_bound(&e.client, &e.ns, 3))
-        .await
-        .context("every replica gets bound")?;
-    let nodes = managed_nodes(&e.client).await?;
-    let zone_of = |name: &str| {
-        nodes
-            .iter()
-            .find(|n| n.metadata.name.as_deref() == Some(name))
-            .and_then(|n| n.metadata.labels.as_ref()?.get(keys::LABEL_ZONE).cloned())
-    };
-    let zones: std::collections::BTreeSet<String> = pods(&e.client, &e.ns)
-        .await?
-        .iter()
-        .filter_map(|p| zone_of(p.spec.as_ref()?.node_name.as_deref()?))
-        .collect();
-    ensure!(zones.len() == 3, "replicas share zones: {zones:?}");
+    let (zones, nodes) =
+        three_replicas_apart(keys::LABEL_ZONE, &["zone-a", "zone-b", "zone-c"]).await?;
+    let distinct: std::collections::BTreeSet<&String> = zones.iter().collect();
     ensure!(
-        nodes.len() == 3,
-        "{} nodes for 3 one-per-zone replicas",
-        nodes.len()
+        zones.len() == 3 && distinct.len() == 3,
+        "replicas share zones: {zones:?}"
     );
-    r.kill();
+    ensure!(nodes == 3, "{nodes} nodes for 3 one-per-zone replicas");
     Ok(())
 }
 
