@@ -59,7 +59,8 @@ impl std::str::FromStr for ForecastClock {
     /// `Europe/Berlin`, `America/New_York`, `UTC`, or an offset: `+01:00`, `-0530`, `Z`.
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        if t.starts_with(['+', '-']) || t.eq_ignore_ascii_case("z") {
+        if t.starts_with(['+', '-']) || t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc")
+        {
             return parse_utc_offset(t).map(ForecastClock::Offset);
         }
         t.parse::<chrono_tz::Tz>()
@@ -314,7 +315,18 @@ mod tests {
             "+05:30"
         );
         assert_eq!("Z".parse::<ForecastClock>().unwrap().to_string(), "+00:00");
-        assert_eq!("UTC".parse::<ForecastClock>().unwrap().to_string(), "UTC");
+        assert_eq!(
+            "UTC".parse::<ForecastClock>().unwrap().to_string(),
+            "+00:00"
+        );
+        assert_eq!(
+            "utc".parse::<ForecastClock>().unwrap().to_string(),
+            "+00:00"
+        );
+        assert_eq!(
+            "Etc/UTC".parse::<ForecastClock>().unwrap().to_string(),
+            "Etc/UTC"
+        );
         let e = "Mars/Olympus".parse::<ForecastClock>().unwrap_err();
         assert!(
             e.contains("Mars/Olympus") && e.contains("Europe/Berlin"),
