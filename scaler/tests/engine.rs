@@ -635,6 +635,103 @@ fn zone_anti_affinity_steers_new_nodes_to_a_free_zone() {
     assert!(why[0].contains("anti-affinity"), "{why:?}");
 }
 
+/// A replica of `app` with a hard spread constraint (max skew 1) on `key`.
+fn spread_over(mut p: PodView, app: &str, key: &str) -> PodView {
+    p.labels.insert("app", app);
+    p.spread.push(SpreadConstraint {
+        topology_key: key.into(),
+        max_skew: 1,
+        selector: Some(vec![LabelRequirement {
+            key: "app".into(),
+            op: SelectorOp::In,
+            values: vec![app.into()],
+        }]),
+    });
+    p
+}
+
+#[test]
+fn hard_topology_spread_is_respected_when_packing() {
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    const HOST: &str = "kubernetes.io/hostname";
+    let zonal = || {
+        vec![pool_state(node_pool(
+            "od",
+            OnDemand,
+            0,
+            40,
+            &["p3.16xlarge"],
+            &["z-a", "z-b"],
+        ))]
+    };
+    // Node A (z-a) runs one replica and has 7 free GPUs; node B (z-b) runs none and is full.
+    // Skew 1 forbids a second replica in z-a while z-b has none: a node in z-b is needed.
+    // Without the constraint the pod just takes the room on A.
+    for (key, constrained, want_zone) in [
+        (ZONE, true, Some(Some("z-b".to_string()))),
+        (HOST, true, Some(None)),
+        (ZONE, false, None),
+    ] {
+        let mut vc = cluster(zonal());
+        vc.utilization_from_allocation = false;
+        let a = vc.add_ready_node("od", "p3.16xlarge", Some("z-a")).unwrap();
+        let b = vc.add_ready_node("od", "p3.16xlarge", Some("z-b")).unwrap();
+        let mut r0 = spread_over(gpu_pod("r0", 1), "infer", key);
+        r0.node = Some(a);
+        r0.phase = PodPhase::Running;
+        vc.add_pod(r0);
+        let mut filler = gpu_pod("filler", 8);
+        filler.node = Some(b);
+        filler.phase = PodPhase::Running;
+        vc.add_pod(filler);
+        let pod = if constrained {
+            spread_over(pending("r1", 1), "infer", key)
+        } else {
+            let mut p = pending("r1", 1);
+            p.labels.insert("app", "infer");
+            p
+        };
+        let p = plan_with_pending(&vc, vec![pod]);
+        match &want_zone {
+            None => assert_eq!(added(&p), 0, "{key} constrained={constrained}"),
+            Some(zone) => {
+                assert_eq!(added(&p), 1, "{key}");
+                if key == ZONE {
+                    assert_eq!(&p.scale_ups[0].zone, zone, "{key}");
+                }
+            }
+        }
+    }
+
+    // Both zones have a (full) node: four replicas need new room, two per zone, so one new
+    // 8-GPU node in each zone.
+    let mut vc = cluster(zonal());
+    vc.utilization_from_allocation = false;
+    for (i, zone) in ["z-a", "z-b"].iter().enumerate() {
+        let n = vc.add_ready_node("od", "p3.16xlarge", Some(zone)).unwrap();
+        let mut filler = gpu_pod(&format!("filler-{i}"), 8);
+        filler.node = Some(n);
+        filler.phase = PodPhase::Running;
+        vc.add_pod(filler);
+    }
+    let pods = (1..=4)
+        .map(|i| spread_over(pending(&format!("r{i}"), 1), "infer", ZONE))
+        .collect();
+    let p = plan_with_pending(&vc, pods);
+    let mut zones: Vec<Option<String>> = p.scale_ups.iter().map(|s| s.zone.clone()).collect();
+    zones.sort();
+    assert_eq!(zones, [Some("z-a".to_string()), Some("z-b".to_string())]);
+    assert!(p.events.iter().all(|e| e.reason != "NotTriggerScaleUp"));
+
+    // With no node at all, kube-scheduler weighs only the zones that have nodes: replicas may
+    // all land in the first zone, so one node is enough, and that is what is asked for.
+    let mut s = empty_snapshot(zonal());
+    s.pods = (1..=4)
+        .map(|i| spread_over(pending(&format!("r{i}"), 1), "infer", ZONE))
+        .collect();
+    assert_eq!(added(&plan(&s)), 1);
+}
+
 #[test]
 fn scale_down_does_not_move_a_replica_next_to_its_sibling() {
     // Two under-used nodes, one replica each; each could hold the other's pod, but the

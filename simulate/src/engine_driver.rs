@@ -187,6 +187,7 @@ impl EngineAutoscaler {
             node_selector: BTreeMap::new(),
             labels: Default::default(),
             anti_affinity: Vec::new(),
+            spread: Vec::new(),
             affinity: Vec::new(),
             // The webhook adds the spot toleration exactly when the tier preference allows spot.
             tolerations: if p.tolerates_spot() {

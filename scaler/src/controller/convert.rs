@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::engine::{
     InterruptionNotice, LabelRequirement, NodeView, OwnerRef, PodAffinityTerm, PodLabels, PodPhase,
-    PodView, SelectorOp, SelectorTerm, Taint, Toleration, TolerationOp,
+    PodView, SelectorOp, SelectorTerm, SpreadConstraint, Taint, Toleration, TolerationOp,
 };
 
 /// Node annotation holding the start of the node's current underutilized stretch (RFC 3339),
@@ -159,6 +159,18 @@ pub fn pod_view(pod: &Pod, names: &GpuResourceNames) -> Option<PodView> {
         })
         .collect();
 
+    let spread: Vec<SpreadConstraint> = spec
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+        .map(|c| SpreadConstraint {
+            topology_key: c.topology_key.clone(),
+            max_skew: u32::try_from(c.max_skew.max(1)).unwrap_or(1),
+            selector: c.label_selector.as_ref().map(label_selector),
+        })
+        .collect();
+
     let tolerations = spec
         .tolerations
         .iter()
@@ -251,6 +263,7 @@ pub fn pod_view(pod: &Pod, names: &GpuResourceNames) -> Option<PodView> {
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         labels: labels.map(PodLabels::from).unwrap_or_default(),
         anti_affinity,
+        spread,
         affinity,
         tolerations,
         tier_preference,
@@ -483,6 +496,11 @@ mod tests {
                         { "labelSelector": { "matchLabels": { "app": "train" } },
                           "namespaceSelector": {}, "topologyKey": "topology.kubernetes.io/zone" }] } },
                 "terminationGracePeriodSeconds": 45,
+                "topologySpreadConstraints": [
+                    { "maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone",
+                      "whenUnsatisfiable": "DoNotSchedule", "labelSelector": { "matchLabels": { "app": "train" } } },
+                    { "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                      "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": { "matchLabels": { "app": "train" } } }],
             },
             "status": { "phase": "Pending", "conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -536,6 +554,9 @@ mod tests {
         assert_eq!(sel[1].op, SelectorOp::NotIn);
         assert_eq!(v.anti_affinity[0].topology_key, "kubernetes.io/hostname");
         assert!(!v.anti_affinity[0].all_namespaces && v.anti_affinity[1].all_namespaces);
+        assert_eq!(v.spread.len(), 1, "ScheduleAnyway never holds a pod");
+        assert_eq!(v.spread[0].max_skew, 2);
+        assert_eq!(v.spread[0].topology_key, "topology.kubernetes.io/zone");
         assert_eq!(v.tolerations[0].effect, Some(TaintEffect::NoSchedule));
         assert_eq!(v.tolerations[0].operator, TolerationOp::Equal);
         assert_eq!(v.phase, PodPhase::Pending);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use gpu_autoscaler_api::CapacityType;
 use gpu_autoscaler_api::policy::TaintEffect;
 
-use super::model::{PodAffinityTerm, PodView, SelectorOp, Taint, Toleration, TolerationOp};
+use super::model::{
+    PodAffinityTerm, PodView, SelectorOp, SpreadConstraint, Taint, Toleration, TolerationOp,
+};
 
 /// The topology key of per-node pod anti-affinity, the one the engine enforces.
 pub const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
@@ -92,6 +94,28 @@ fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, other: &PodView) 
         && selector
             .iter()
             .all(|r| value_satisfies(r.op, &r.values, other.labels.get(&r.key)))
+}
+
+/// Whether a node with `labels` satisfies the pod's nodeSelector and required node affinity
+/// (the nodes kube-scheduler weighs spread constraints over).
+pub fn node_labels_fit(pod: &PodView, labels: &BTreeMap<String, String>) -> bool {
+    pod.node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && (pod.affinity.is_empty()
+            || pod.affinity.iter().any(|term| {
+                term.iter()
+                    .all(|r| requirement_holds(r.op, &r.key, &r.values, labels))
+            }))
+}
+
+/// Whether a spread constraint of a pod in `owner_namespace` counts `other`.
+pub fn spread_counts(c: &SpreadConstraint, owner_namespace: &str, other: &PodView) -> bool {
+    other.namespace == owner_namespace
+        && c.selector.as_ref().is_some_and(|sel| {
+            sel.iter()
+                .all(|r| value_satisfies(r.op, &r.values, other.labels.get(&r.key)))
+        })
 }
 
 /// Whether `pod` has required anti-affinity terms on `topology_key`.
@@ -186,6 +210,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             labels: Default::default(),
             anti_affinity: Vec::new(),
+            spread: Vec::new(),
             affinity: vec![],
             tolerations: vec![],
             tier_preference: vec![],

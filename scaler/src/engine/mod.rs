@@ -24,8 +24,9 @@
 //!   notice, not being drained; managed or not; allocatable minus bound pods' requests;
 //!   same selector, affinity, taint, tier and GPU-resource rules, the pod's most preferred
 //!   capacity type first; never next to, or in the zone of, a pod it excludes by required
-//!   pod anti-affinity, in either direction, which also holds for capacity on its way and new
-//!   nodes; see [`PodAffinityTerm`]): a pod such a node can take causes no scale-up, because the
+//!   pod anti-affinity, in either direction, nor where a hard topology spread constraint
+//!   forbids it, which also holds for capacity on its way and new nodes; see
+//!   [`PodAffinityTerm`] and [`SpreadConstraint`]): a pod such a node can take causes no scale-up, because the
 //!   scheduler places it there on its next retry. Then onto capacity already on its way
 //!   (instances in flight, registered nodes without allocatable GPUs, counted at their
 //!   template's GPUs), then onto new nodes. A pod no pool
@@ -74,9 +75,10 @@
 //!   another instance type or zone of the pool, else by the tier rules; terminate once
 //!   drained.
 //!
-//! Not modelled: pod affinity (attraction), topology spread constraints and host ports. A pod
-//! held back by one of those looks placeable on a ready node with room, so it triggers no
-//! scale-up.
+//! Not modelled: pod affinity (attraction), spread constraints' `minDomains`,
+//! `nodeAffinityPolicy`/`nodeTaintsPolicy` and `matchLabelKeys` (newer than our 1.20 test
+//! scheduler), and host ports. A pod held back by one of those looks placeable on a ready node
+//! with room, so it triggers no scale-up.
 //!
 //! [`testing::VirtualCluster`] applies plans to a simulated cluster on a virtual clock; tests
 //! and `simulate` use it to drive multi-step scenarios.

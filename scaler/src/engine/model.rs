@@ -269,6 +269,19 @@ impl<'de> Deserialize<'de> for PodLabels {
     }
 }
 
+/// A `topologySpreadConstraints` entry with `whenUnsatisfiable: DoNotSchedule` (the others
+/// never keep a pod pending). Placing the pod in a domain (a node for the hostname key, a
+/// zone, ...) is allowed when the domain's count of matching pods, plus one, exceeds the
+/// smallest count among the existing nodes' domains by at most `max_skew`, as kube-scheduler
+/// computes it. Counted pods are those in the pod's namespace its selector matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpreadConstraint {
+    pub topology_key: String,
+    pub max_skew: u32,
+    /// `labelSelector` as ANDed requirements; `None` selects no pod (nothing to count).
+    pub selector: Option<Vec<LabelRequirement>>,
+}
+
 /// One required pod anti-affinity term (`requiredDuringSchedulingIgnoredDuringExecution`).
 ///
 /// Packing never puts two pods that exclude each other on one node (ready, on its way or new)
@@ -360,6 +373,9 @@ pub struct PodView {
     /// Required pod anti-affinity terms; see [`PodAffinityTerm`].
     #[serde(default)]
     pub anti_affinity: Vec<PodAffinityTerm>,
+    /// Hard topology spread constraints; see [`SpreadConstraint`].
+    #[serde(default)]
+    pub spread: Vec<SpreadConstraint>,
     /// Required node affinity terms (ORed); empty = no requirement.
     #[serde(default)]
     pub affinity: Vec<SelectorTerm>,

@@ -155,7 +155,53 @@ struct Ctx<'a> {
     /// (topology key, domain value) -> the pods there: every pod, and those with terms on
     /// that key (a pod without terms of its own only needs checking against the latter).
     domain_pods: BTreeMap<(&'a str, String), DomainPods<'a>>,
+    /// Whether any pod has a hard topology spread constraint (else those checks are skipped).
+    any_spread: bool,
+    /// Pods placed in this plan, for the spread counts of the pods placed after them.
+    spread_placed: Vec<(&'a PodView, Placed)>,
     shares: Shares,
+}
+
+/// Where a pod was placed in this plan (for spread counts).
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    Ready(usize),
+    Bin(usize),
+}
+
+/// One hard spread constraint of the pod being placed, counted over the cluster.
+struct SpreadCount<'c> {
+    constraint: &'c SpreadConstraint,
+    /// Matching pods per domain (the node name for the hostname key; `bin:N` for a node this
+    /// plan counts as on its way).
+    counts: BTreeMap<String, u32>,
+    /// Smallest count among the domains of the existing nodes the pod may use.
+    min: u32,
+}
+
+/// A placement target's domain for one topology key.
+enum Domain {
+    Known(String),
+    /// A node that doesn't exist yet, for the hostname key: a domain of its own.
+    Fresh,
+    /// A new node whose zone the cloud will pick.
+    Unknown,
+    /// A node without the key's label: kube-scheduler rejects it.
+    Missing,
+}
+
+/// Whether every constraint allows one more pod in the target's domains.
+fn spread_allows(counts: &[SpreadCount<'_>], domain: impl Fn(&str) -> Domain) -> bool {
+    counts
+        .iter()
+        .all(|sc| match domain(&sc.constraint.topology_key) {
+            Domain::Missing => false,
+            Domain::Unknown | Domain::Fresh => true,
+            Domain::Known(d) => {
+                let n = sc.counts.get(&d).copied().unwrap_or(0);
+                n + 1 - sc.min.min(n) <= sc.constraint.max_skew
+            }
+        })
 }
 
 /// The pods of one topology domain (see `Ctx::domain_pods`).
@@ -314,6 +360,8 @@ impl<'a> Ctx<'a> {
                 keys.into_iter().collect()
             },
             domain_pods: BTreeMap::new(),
+            any_spread: snap.pods.iter().any(|p| !p.spread.is_empty()),
+            spread_placed: Vec::new(),
             pods_by_node,
             shares: Shares {
                 reserved: 0.0,
@@ -697,6 +745,7 @@ impl<'a> Ctx<'a> {
         need: &Res,
         known: &mut Vec<Vec<u8>>,
         blocked: &[(&str, String)],
+        spread: &[SpreadCount<'_>],
     ) -> Option<usize> {
         if self.ready_open.is_empty() {
             return None;
@@ -751,6 +800,14 @@ impl<'a> Ctx<'a> {
             if !domain_allows(blocked, &b.node.labels) {
                 continue;
             }
+            if !spread.is_empty()
+                && !spread_allows(spread, |k| match Self::node_domain(b.node, k) {
+                    Some(d) => Domain::Known(d),
+                    None => Domain::Missing,
+                })
+            {
+                continue;
+            }
             let r = rank(b.capacity_type);
             if best.is_none_or(|(br, _)| r < br) {
                 best = Some((r, ri));
@@ -767,6 +824,9 @@ impl<'a> Ctx<'a> {
         if !self.domain_keys.is_empty() {
             let node: &'a NodeView = self.ready[ri].node;
             self.record_domains(&node.labels, &[pod]);
+        }
+        if self.any_spread {
+            self.spread_placed.push((pod, Placed::Ready(ri)));
         }
         Some(ri)
     }
@@ -823,6 +883,101 @@ impl<'a> Ctx<'a> {
             }
         }
         out
+    }
+
+    /// A node's domain for a topology key.
+    fn node_domain(n: &NodeView, key: &str) -> Option<String> {
+        if key == matching::HOSTNAME_TOPOLOGY {
+            Some(n.name.clone())
+        } else {
+            n.labels.get(key).cloned()
+        }
+    }
+
+    /// A bin's domain for a topology key (bins are nodes on their way or opened by this plan).
+    fn bin_domain(&self, bi: usize, key: &str) -> Domain {
+        if key == matching::HOSTNAME_TOPOLOGY {
+            return Domain::Known(format!("bin:{bi}"));
+        }
+        match self.shapes.shapes[self.bins[bi].shape].labels.get(key) {
+            Some(v) => Domain::Known(v.clone()),
+            None => Domain::Unknown,
+        }
+    }
+
+    /// The pod's hard spread constraints, counted over bound pods and this plan's placements.
+    fn spread_counts(&self, pod: &'a PodView) -> Vec<SpreadCount<'a>> {
+        let node_by_name: BTreeMap<&str, &NodeView> = self
+            .snap
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n))
+            .collect();
+        pod.spread
+            .iter()
+            .map(|c| {
+                let key = c.topology_key.as_str();
+                let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+                for o in &self.snap.pods {
+                    let Some(node) = o.node.as_deref() else {
+                        continue;
+                    };
+                    if o.is_terminal() || !matching::spread_counts(c, &pod.namespace, o) {
+                        continue;
+                    }
+                    if let Some(d) = node_by_name
+                        .get(node)
+                        .and_then(|n| Self::node_domain(n, key))
+                    {
+                        *counts.entry(d).or_default() += 1;
+                    }
+                }
+                for (o, at) in &self.spread_placed {
+                    if !matching::spread_counts(c, &pod.namespace, o) {
+                        continue;
+                    }
+                    let d = match at {
+                        Placed::Ready(ri) => Self::node_domain(self.ready[*ri].node, key),
+                        Placed::Bin(bi) => match self.bin_domain(*bi, key) {
+                            Domain::Known(d) => Some(d),
+                            _ => None,
+                        },
+                    };
+                    if let Some(d) = d {
+                        *counts.entry(d).or_default() += 1;
+                    }
+                }
+                // Domains of the nodes the pod may use: those that exist, and those on their way
+                // or opened by this plan (kube-scheduler will count them once they register).
+                let existing = self
+                    .snap
+                    .nodes
+                    .iter()
+                    .filter(|n| matching::node_labels_fit(pod, &n.labels))
+                    .filter_map(|n| Self::node_domain(n, key));
+                let coming = (0..self.bins.len())
+                    .filter(|&bi| {
+                        matching::node_labels_fit(
+                            pod,
+                            &self.shapes.shapes[self.bins[bi].shape].labels,
+                        )
+                    })
+                    .filter_map(|bi| match self.bin_domain(bi, key) {
+                        Domain::Known(d) => Some(d),
+                        _ => None,
+                    });
+                let min = existing
+                    .chain(coming)
+                    .map(|d| counts.get(&d).copied().unwrap_or(0))
+                    .min()
+                    .unwrap_or(0);
+                SpreadCount {
+                    constraint: c,
+                    counts,
+                    min,
+                }
+            })
+            .collect()
     }
 
     /// The shape of `template` in `zone` (falls back to the "any zone" shape).
@@ -1087,9 +1242,14 @@ impl<'a> Ctx<'a> {
             } else {
                 self.blocked_domains(pod)
             };
+            let spread = if self.any_spread && !pod.spread.is_empty() {
+                self.spread_counts(pod)
+            } else {
+                Vec::new()
+            };
             // 0. Room on a node that is ready now: the scheduler will put it there.
             if self
-                .fit_ready(pod, sig, &need, &mut ready_known, &blocked)
+                .fit_ready(pod, sig, &need, &mut ready_known, &blocked, &spread)
                 .is_some()
             {
                 continue;
@@ -1110,6 +1270,8 @@ impl<'a> Ctx<'a> {
                 let mut k = 0;
                 while k < self.pools[pi].open_bins.len() {
                     let bi = self.pools[pi].open_bins[k];
+                    let spread_ok =
+                        spread.is_empty() || spread_allows(&spread, |key| self.bin_domain(bi, key));
                     let b = &mut self.bins[bi];
                     if b.free.gpus == 0 {
                         self.pools[pi].open_bins.swap_remove(k);
@@ -1123,6 +1285,7 @@ impl<'a> Ctx<'a> {
                     if ok(shape)
                         && b.free.fits(&need)
                         && !excluded
+                        && spread_ok
                         && domain_allows(&blocked, &self.shapes.shapes[shape].labels)
                     {
                         b.free.take(&need);
@@ -1135,6 +1298,9 @@ impl<'a> Ctx<'a> {
                         if !self.domain_keys.is_empty() {
                             let labels = self.shapes.shapes[shape].labels.clone();
                             self.record_domains(&labels, &[pod]);
+                        }
+                        if self.any_spread {
+                            self.spread_placed.push((pod, Placed::Bin(bi)));
                         }
                         placed = true;
                         break 'pools;
@@ -1159,12 +1325,24 @@ impl<'a> Ctx<'a> {
                     pod.anti_affinity
                         .iter()
                         .map(|t| t.topology_key.as_str())
+                        .chain(pod.spread.iter().map(|c| c.topology_key.as_str()))
                         .filter(|k| *k != matching::HOSTNAME_TOPOLOGY),
                 )
                 .collect();
             let shape_domain_ok = |si: usize, shapes: &Shapes| {
                 let sh = &shapes.shapes[si];
-                domain_allows(&blocked, &sh.labels)
+                let spread_ok = spread.is_empty()
+                    || spread_allows(&spread, |k| {
+                        if k == matching::HOSTNAME_TOPOLOGY {
+                            Domain::Fresh
+                        } else {
+                            sh.labels
+                                .get(k)
+                                .map_or(Domain::Unknown, |v| Domain::Known(v.clone()))
+                        }
+                    });
+                spread_ok
+                    && domain_allows(&blocked, &sh.labels)
                     && must_know.iter().all(|k| {
                         sh.labels.contains_key(*k)
                             || !shapes.by_pool[sh.pool]
@@ -1185,10 +1363,12 @@ impl<'a> Ctx<'a> {
                 let n_shapes = self.shapes.shapes.len();
                 let any_fit = (0..n_shapes).any(|si| fits_shape(si, &self.shapes));
                 let fits_but_blocked = !any_fit
-                    && !blocked.is_empty()
+                    && (!blocked.is_empty() || !spread.is_empty())
                     && (0..n_shapes).any(|si| ok(si) && self.shapes.shapes[si].res.fits(&need));
                 let why = if any_fit {
                     "every pool that could run it is at its maxSize, the policy is at maxNodes, or the pool is backing off after a failure".to_string()
+                } else if fits_but_blocked && blocked.is_empty() {
+                    "its topology spread constraints (DoNotSchedule) rule out every zone its pools offer".to_string()
                 } else if fits_but_blocked {
                     let domains: Vec<String> =
                         blocked.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1214,6 +1394,9 @@ impl<'a> Ctx<'a> {
             let shape = b.shape;
             if self.any_anti_affinity {
                 self.bin_pods.entry(bi).or_default().push(pod);
+            }
+            if self.any_spread {
+                self.spread_placed.push((pod, Placed::Bin(bi)));
             }
             if !self.domain_keys.is_empty() {
                 let labels = self.shapes.shapes[shape].labels.clone();
@@ -1949,6 +2132,12 @@ impl<'a> Ctx<'a> {
                 } else {
                     self.blocked_domains(p)
                 };
+                // Counted with the pod still at its node: stricter than after the move.
+                let spread = if self.any_spread && !p.spread.is_empty() {
+                    self.spread_counts(p)
+                } else {
+                    Vec::new()
+                };
                 let excluded_at = |name: &str| {
                     self.any_anti_affinity
                         && (self.ready_index.get(name).is_some_and(|&ri| {
@@ -1962,9 +2151,14 @@ impl<'a> Ctx<'a> {
                 let dest = trial.iter_mut().find(|(name, r)| {
                     r.fits(&need)
                         && !excluded_at(name)
-                        && node_by_name
-                            .get(*name)
-                            .is_some_and(|d| domain_allows(&blocked, &d.labels))
+                        && node_by_name.get(*name).is_some_and(|d| {
+                            domain_allows(&blocked, &d.labels)
+                                && (spread.is_empty()
+                                    || spread_allows(&spread, |k| match Self::node_domain(d, k) {
+                                        Some(v) => Domain::Known(v),
+                                        None => Domain::Missing,
+                                    }))
+                        })
                         && node_by_name.get(*name).is_some_and(|d| {
                             matching::check(
                                 p,

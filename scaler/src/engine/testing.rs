@@ -103,6 +103,7 @@ pub fn gpu_pod(name: &str, gpus: u32) -> PodView {
         node_selector: BTreeMap::new(),
         labels: Default::default(),
         anti_affinity: Vec::new(),
+        spread: Vec::new(),
         affinity: Vec::new(),
         tolerations: Vec::new(),
         tier_preference: Vec::new(),
