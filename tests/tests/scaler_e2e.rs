@@ -23,7 +23,9 @@ use gpu_autoscaler_scaler::controller::{
 };
 use gpu_autoscaler_scaler::provider::kube::{KubeProvider, KubeProviderConfig, PoolFault};
 use gpu_autoscaler_scaler::provider::{CloudProvider, LaunchHint};
-use gpu_autoscaler_testkit::{ControlPlane, GpuPodSpec, create_unique_namespace, wait_for};
+use gpu_autoscaler_testkit::{
+    ControlPlane, GpuNodeSpec, GpuPodSpec, create_unique_namespace, wait_for,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
@@ -436,6 +438,81 @@ async fn one_per_zone_replicas_get_a_zone_each() -> Result<()> {
         "replicas share zones: {zones:?}"
     );
     ensure!(nodes == 3, "{nodes} nodes for 3 one-per-zone replicas");
+    Ok(())
+}
+
+/// Hard zone spread (max skew 1) with a full node in each of two zones: four replicas need
+/// new room in both zones, two each. A single new node would take one or two of them and
+/// leave the rest pending beside its free GPUs.
+#[tokio::test]
+async fn zone_spread_replicas_get_room_in_every_zone() -> Result<()> {
+    let e = env(base_spec(json!([
+        { "name": "od", "maxSize": 6, "instanceTypes": ["p3.16xlarge"], "capacityType": "on-demand",
+          "availabilityZones": ["zone-a", "zone-b"] }
+    ])))
+    .await?;
+    // Two nodes outside any pool, one per zone, each filled by an 8-GPU pod.
+    for zone in ["zone-a", "zone-b"] {
+        GpuNodeSpec::new(format!("static-{zone}"))
+            .zone(zone)
+            .create(&e.client)
+            .await?;
+    }
+    let fillers = create_unique_namespace(&e.client, "fillers").await?;
+    for i in 0..2 {
+        GpuPodSpec::new(format!("filler-{i}"), 8)
+            .namespace(&fillers)
+            .create(&e.client)
+            .await?;
+    }
+    wait_for(Duration::from_secs(60), || {
+        all_bound(&e.client, &fillers, 2)
+    })
+    .await
+    .context("fillers bound")?;
+
+    let provider = provider(&e.client, Duration::from_secs(2))?;
+    let r = replica(&e, provider.clone(), Arc::new(NoUtilization), None);
+    let api: Api<Pod> = Api::namespaced(e.client.clone(), &e.ns);
+    for i in 0..4 {
+        let mut pod = GpuPodSpec::new(format!("infer-{i}"), 1)
+            .namespace(&e.ns)
+            .label("app", "infer")
+            .build()?;
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        spec.topology_spread_constraints = Some(serde_json::from_value(json!([{
+            "maxSkew": 1, "topologyKey": keys::LABEL_ZONE, "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": { "matchLabels": { "app": "infer" } } }]))?);
+        api.create(&PostParams::default(), &pod).await?;
+    }
+    wait_for(Duration::from_secs(120), || all_bound(&e.client, &e.ns, 4))
+        .await
+        .context("every replica gets bound")?;
+    let nodes: Vec<Node> = Api::<Node>::all(e.client.clone())
+        .list(&Default::default())
+        .await?
+        .items;
+    let mut per_zone: BTreeMap<String, u32> = BTreeMap::new();
+    for p in pods(&e.client, &e.ns).await? {
+        let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+        let zone = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+            .and_then(|n| n.metadata.labels.as_ref()?.get(keys::LABEL_ZONE).cloned())
+            .unwrap_or_default();
+        *per_zone.entry(zone).or_default() += 1;
+    }
+    ensure!(
+        per_zone == BTreeMap::from([("zone-a".to_string(), 2), ("zone-b".to_string(), 2)]),
+        "replicas per zone: {per_zone:?}"
+    );
+    let managed = managed_nodes(&e.client).await?;
+    ensure!(
+        managed.len() == 2,
+        "{} new nodes for two zones",
+        managed.len()
+    );
+    r.kill();
     Ok(())
 }
 
